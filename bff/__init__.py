@@ -1,0 +1,1 @@
+"""Litestar: HTTP in and out only. Receives its adapters from bootstrap (DESIGN §2)."""

@@ -1,0 +1,311 @@
+"""The composition root: the one place that knows which adapter serves which port (DESIGN §2)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from litestar import Litestar
+
+from bff.app import create_admin_app, create_app
+from bff.deps import BffDeps, EdgeConfig
+from bootstrap.clock import LocalOffsetStore, OffsetClock, SystemClock
+from bootstrap.migrate import current_revision, head_revision
+from bootstrap.settings import Secret, Settings
+from domain.kernel.blobs import BlobStore, EncryptedBlobStore, FieldCipherBlobs
+from domain.kernel.clock import Clock, ClockControl
+from domain.kernel.crypto import CryptoSuite
+from domain.kernel.ephemeral import EphemeralStore
+from domain.kernel.ratelimit import RateLimiter
+from domain.kernel.tasks import TaskRunner
+from integrations.crypto.keys import Keyring, generate_keyring_config
+from integrations.crypto.suite import build_suite
+from integrations.storage.filesystem import FilesystemBlobStore
+from notifications.dispatch import InProcessBeat, InProcessTaskRunner, TaskRunnerDispatcher
+from notifications.runtime import WorkerRuntime
+from notifications.schedule import SCHEDULE
+from persistence.db import ConnectionSource, DatabaseConfig, create_engine
+from persistence.ephemeral.memory_store import InMemoryEphemeralStore
+from persistence.ephemeral.ratelimit import LimitsRateLimiter
+from persistence.ephemeral.redis_store import RedisEphemeralStore
+from persistence.kernel.clock import SqlOffsetStore
+from persistence.kernel.idempotency import SqlIdempotencyStore
+from persistence.uow import unit_of_work_factory
+
+VERSION = "0.1.0"
+Role = Literal["app", "worker"]
+
+
+def database_url(settings: Settings) -> str:
+    if settings.db.url is not None:
+        return settings.db.url.reveal()
+    data = Path(settings.demo.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{data.resolve() / 'hsp.db'}"
+
+
+def owner_database_url(settings: Settings) -> str:
+    owner = settings.db_owner_url
+    return owner.reveal() if owner is not None else database_url(settings)
+
+
+def demo_crypto_config(settings: Settings) -> dict[str, Any]:
+    """Demo keys, generated once into the data folder so the demo's data stays readable across runs."""
+    path = Path(settings.demo.data_dir) / "demo-keys.json"
+    if path.is_file():
+        loaded: dict[str, Any] = json.loads(path.read_text())
+        return loaded
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = dict(generate_keyring_config())
+    path.write_text(json.dumps(fresh))
+    os.chmod(path, 0o600)
+    return fresh
+
+
+def build_crypto(settings: Settings) -> CryptoSuite:
+    crypto = settings.crypto
+    if crypto.keys and crypto.index_key is not None:
+        keyring = Keyring.from_config(
+            crypto.active_kid, {k: v.reveal() for k, v in crypto.keys.items()}, crypto.index_key.reveal()
+        )
+    elif settings.env in ("demo", "test") or crypto.demo_keys:
+        cfg = demo_crypto_config(settings)
+        keyring = Keyring.from_config(cfg["active_kid"], cfg["keys"], cfg["index_key"])
+    else:
+        raise RuntimeError("crypto keys are not configured (HSP_CRYPTO__KEYS, _ACTIVE_KID, _INDEX_KEY)")
+    return build_suite(crypto.suite, keyring)
+
+
+def build_blobs(
+    settings: Settings, crypto: CryptoSuite
+) -> tuple[BlobStore, Callable[[], Awaitable[Any]] | None, Callable[[], Awaitable[Any]] | None]:
+    """The blob store, encrypted with the suite's cipher, and its open and close hooks (S3 only)."""
+    inner, opener, closer = _raw_blobs(settings)
+    return EncryptedBlobStore(inner, FieldCipherBlobs(crypto.cipher)), opener, closer
+
+
+def _raw_blobs(
+    settings: Settings,
+) -> tuple[BlobStore, Callable[[], Awaitable[Any]] | None, Callable[[], Awaitable[Any]] | None]:
+    blobs = settings.blobs
+    if blobs.backend == "s3":
+        from integrations.storage.s3 import S3BlobStore
+
+        def reveal(secret: Secret | None) -> str:
+            return secret.reveal() if secret is not None else ""
+
+        s3 = S3BlobStore(
+            endpoint_url=blobs.s3_endpoint_url,
+            bucket=blobs.s3_bucket,
+            region=blobs.s3_region,
+            access_key_id=reveal(blobs.s3_access_key_id),
+            secret_access_key=reveal(blobs.s3_secret_access_key),
+        )
+        return s3, s3.open, s3.close
+    return FilesystemBlobStore(Path(blobs.root)), None, None
+
+
+@dataclass
+class Container:
+    settings: Settings
+    source: ConnectionSource
+    clock: Clock
+    clock_control: ClockControl | None
+    store: EphemeralStore
+    rate_limiter: RateLimiter
+    idempotency: SqlIdempotencyStore
+    crypto: CryptoSuite
+    blobs: BlobStore
+    runner: TaskRunner
+    runtime: WorkerRuntime
+    beat: InProcessBeat | None = None
+    celery: Any = None
+    openers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    @property
+    def uow_factory(self) -> Any:
+        return unit_of_work_factory(self.source)
+
+    async def readiness_database(self) -> None:
+        await self.source.ping()
+
+    async def readiness_redis(self) -> None:
+        if not await self.store.ping():
+            raise RuntimeError("redis did not answer")
+
+    async def readiness_migrations(self) -> None:
+        current = await current_revision(self.source.engine)
+        head = head_revision()
+        if current != head:
+            raise RuntimeError(f"database at {current}, code expects {head}")
+
+    async def refresh_metrics(self) -> None:
+        from notifications.metrics import OUTBOX_LAG
+
+        async with self.uow_factory() as uow:
+            oldest = await uow.outbox.oldest_pending_at()
+        OUTBOX_LAG.set(0 if oldest is None else max(0.0, (self.clock.now() - oldest).total_seconds()))
+
+    async def aclose(self) -> None:
+        if self.beat is not None:
+            await self.beat.stop()
+        for closer in reversed(self.closers):
+            await closer()
+        await self.source.engine.dispose()
+
+
+def build_container(settings: Settings, *, role: Role = "app", in_process_tasks: bool | None = None) -> Container:
+    engine = create_engine(
+        DatabaseConfig(
+            url=database_url(settings),
+            pool_size=settings.db.pool_size,
+            max_overflow=settings.db.max_overflow,
+            pool_timeout_seconds=settings.db.pool_timeout_seconds,
+            statement_timeout_ms=settings.db.statement_timeout_ms,
+            echo=settings.db.echo,
+        )
+    )
+    source = ConnectionSource(engine)
+    closers: list[Callable[[], Awaitable[Any]]] = []
+
+    clock: Clock
+    clock_control: ClockControl | None = None
+    if settings.clock.mode == "offset":
+        offset_store = SqlOffsetStore(source) if settings.db.url is not None else LocalOffsetStore()
+        clock_control = OffsetClock(offset_store)
+        clock = clock_control
+    else:
+        clock = SystemClock()
+
+    store: EphemeralStore
+    if settings.redis.url is not None:
+        redis_store = RedisEphemeralStore.from_url(
+            settings.redis.url.reveal(),
+            prefix=settings.redis.prefix,
+            socket_timeout=settings.redis.socket_timeout_seconds,
+        )
+        store = redis_store
+        closers.append(redis_store.close)
+        rate_limiter = LimitsRateLimiter.redis(settings.redis.url.reveal(), prefix=settings.redis.prefix)
+    else:
+        store = InMemoryEphemeralStore()
+        rate_limiter = LimitsRateLimiter.memory()
+
+    crypto = build_crypto(settings)
+    blobs, blobs_open, blobs_close = build_blobs(settings, crypto)
+    openers: list[Callable[[], Awaitable[Any]]] = [blobs_open] if blobs_open else []
+    if blobs_close:
+        closers.append(blobs_close)
+    idempotency = SqlIdempotencyStore(source)
+    uow_factory = unit_of_work_factory(source)
+
+    holder: dict[str, WorkerRuntime] = {}
+    use_in_process = settings.broker_url is None if in_process_tasks is None else in_process_tasks
+    celery_app = None
+    runner: TaskRunner
+    if use_in_process:
+        runner = InProcessTaskRunner(lambda: holder["runtime"])
+    else:
+        from notifications.celery_app import CeleryTaskRunner, create_celery
+
+        broker = settings.broker_url
+        assert broker is not None
+        celery_app = create_celery(
+            broker.reveal(),
+            default_queue=settings.broker.task_default_queue,
+            visibility_timeout_seconds=settings.broker.visibility_timeout_seconds,
+        )
+        runner = CeleryTaskRunner(celery_app)
+
+    runtime = WorkerRuntime(
+        clock=clock,
+        uow_factory=uow_factory,
+        dispatcher=TaskRunnerDispatcher(runner),
+        runner=runner,
+        digest=crypto.digest,
+        clock_control=clock_control,
+        idempotency_purge=idempotency.purge_expired,
+    )
+    runtime.services["blobs"] = blobs
+    runtime.services["crypto"] = crypto
+    runtime.services["store"] = store
+    holder["runtime"] = runtime
+
+    beat = InProcessBeat(SCHEDULE, runner, clock) if use_in_process and role == "app" else None
+    return Container(
+        settings=settings,
+        source=source,
+        clock=clock,
+        clock_control=clock_control,
+        store=store,
+        rate_limiter=rate_limiter,
+        idempotency=idempotency,
+        crypto=crypto,
+        blobs=blobs,
+        runner=runner,
+        runtime=runtime,
+        beat=beat,
+        celery=celery_app,
+        closers=closers,
+        openers=openers,
+    )
+
+
+def edge_config(settings: Settings) -> EdgeConfig:
+    http = settings.http
+    return EdgeConfig(
+        env=settings.env,
+        version=VERSION,
+        trusted_proxies=EdgeConfig.parse_proxies(http.trusted_proxies),
+        max_body_bytes=http.max_body_bytes,
+        rate_limit_enabled=settings.ratelimit.enabled,
+        per_account_per_minute=settings.ratelimit.per_account_per_minute,
+        per_ip_per_minute=settings.ratelimit.per_ip_per_minute,
+        idempotency_lease_seconds=settings.idempotency.lease_seconds,
+        idempotency_retain_seconds=settings.idempotency.retain_hours * 3600,
+        docs=http.docs or settings.env in ("demo", "test"),
+    )
+
+
+def build_apps(container: Container, *, extra_public: list[Any] | None = None) -> tuple[Litestar, Litestar]:
+    settings = container.settings
+    public_handlers: list[Any] = list(extra_public or [])
+    startup: list[Callable[[], Awaitable[Any]]] = list(container.openers)
+    shutdown: list[Callable[[], Awaitable[Any]]] = []
+    if settings.sandbox.mount:
+        from bootstrap.sandboxes import sandbox_mount
+
+        routers, sandbox_start, sandbox_stop = sandbox_mount(container)
+        public_handlers.extend(routers)
+        startup.extend(sandbox_start)
+        shutdown.extend(sandbox_stop)
+    if container.beat is not None:
+        startup.append(container.beat.start)
+    readiness: dict[str, Callable[[], Awaitable[None]]] = {
+        "database": container.readiness_database,
+        "migrations": container.readiness_migrations,
+    }
+    if settings.redis.url is not None:
+        readiness["redis"] = container.readiness_redis
+    deps = BffDeps(
+        config=edge_config(settings),
+        clock=container.clock,
+        uow_factory=container.uow_factory,
+        idempotency=container.idempotency,
+        rate_limiter=container.rate_limiter,
+        authenticator=None,
+        clock_control=container.clock_control,
+        readiness=readiness,
+        metrics_refresh=container.refresh_metrics,
+        public_handlers=public_handlers,
+        on_startup=startup,
+        on_shutdown=[*shutdown, container.aclose],
+    )
+    public = create_app(deps)
+    admin = create_admin_app(deps, public)
+    return public, admin

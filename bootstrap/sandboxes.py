@@ -1,0 +1,66 @@
+"""The simulators of outside systems: mounted in the app process (demo, test) or served standalone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from bootstrap.clock import LocalOffsetStore, OffsetClock
+from domain.kernel.clock import ClockControl
+from sandbox.echo import EchoSimulator
+from sandbox.framework import SandboxContext, Simulator, build_sandbox_app, sandbox_route_handlers
+
+if TYPE_CHECKING:
+    from bootstrap.container import Container
+
+
+def simulators() -> list[Simulator]:
+    """Every simulator. Feature work adds its own here (HIS, WeChat, WeChat Pay, Alipay, SMS, push, card)."""
+    return [EchoSimulator()]
+
+
+Hook = Callable[[], Awaitable[Any]]
+
+
+def sandbox_mount(container: Container) -> tuple[list[Any], list[Hook], list[Hook]]:
+    """Routers to mount on the public app, and the sandbox's start and stop hooks."""
+    settings = container.settings
+    if settings.env not in ("demo", "test"):
+        raise RuntimeError("sandboxes are mounted only with HSP_ENV=demo or test")
+    if container.clock_control is None:
+        raise RuntimeError("sandboxes need the shared offset clock (HSP_CLOCK__MODE=offset)")
+    ctx = SandboxContext(container.clock_control)
+    sims = simulators()
+    for sim in sims:
+        ctx.register(sim)
+    container.runtime.services["sandbox"] = ctx
+    pump: dict[str, asyncio.Task[None]] = {}
+
+    async def start() -> None:
+        pump["task"] = asyncio.get_running_loop().create_task(ctx.pump_periodically(1.0))
+
+    async def stop() -> None:
+        task = pump.pop("task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await ctx.aclose()
+
+    return list(sandbox_route_handlers(sims, ctx)), [start], [stop]
+
+
+def run_sandboxes(*, host: str, port: int, clock: ClockControl | None = None) -> int:
+    """``bff sandbox``: every simulator on one standalone server with its own offset clock."""
+    import uvicorn
+
+    ctx = SandboxContext(clock or OffsetClock(LocalOffsetStore()))
+    sims = simulators()
+    for sim in sims:
+        ctx.register(sim)
+    app = build_sandbox_app(sims, ctx)
+    print(f"sandboxes on http://{host}:{port}/sandbox/ ({', '.join(s.name for s in sims)})", flush=True)  # noqa: T201
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0

@@ -1,0 +1,257 @@
+"""Settings: one msgspec struct tree built from ``HSP_<SECTION>__<KEY>`` environment variables.
+
+An optional ``.env`` file is read for local use (real environment variables win). An unknown ``HSP_``
+variable or a bad value stops the process at start with a message naming the variable. Secrets are
+:class:`Secret` strings whose ``repr`` hides them, so a settings object can be logged safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+Environment = Literal["prod", "staging", "test", "demo"]
+
+
+class Secret(str):
+    """A string whose repr and str-in-containers never show the value."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+class SettingsError(Exception):
+    """A setting is unknown, malformed or not allowed in this environment."""
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class HttpSettings(_Base):
+    bind: str = "127.0.0.1:8000"
+    """The public listener (residents and staff apps, callbacks)."""
+    admin_bind: str = "127.0.0.1:8001"
+    """The admin listener: /healthz, /readyz, /metrics, /docs and /api/v1/admin. A private address."""
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    """CIDRs of reverse proxies whose X-Forwarded-For is believed."""
+    max_body_bytes: int = 1_048_576
+    docs: bool = False
+    """Serve the docs UI on the admin listener (never on in prod unless set)."""
+    public_base_url: str = "http://127.0.0.1:8000"
+    request_timeout_seconds: float = 30.0
+
+
+class DbSettings(_Base):
+    url: Secret | None = None
+    """The application's connection (a role with only the rights it needs). None: embedded SQLite."""
+    owner_url: Secret | None = None
+    """The schema owner's connection, used by migrations only. Defaults to ``url``."""
+    app_role: str = "hsp_app"
+    """The role migrations grant the application's rights to (PostgreSQL)."""
+    pool_size: int = 10
+    max_overflow: int = 10
+    pool_timeout_seconds: float = 10.0
+    statement_timeout_ms: int = 15_000
+    echo: bool = False
+
+
+class RedisSettings(_Base):
+    url: Secret | None = None
+    """None: the in-process store (demo only)."""
+    prefix: str = "hsp:"
+    socket_timeout_seconds: float = 2.0
+
+
+class BrokerSettings(_Base):
+    url: Secret | None = None
+    """Celery broker: defaults to the Redis URL; an amqp:// URL selects RabbitMQ."""
+    visibility_timeout_seconds: int = 3600
+    task_default_queue: str = "hsp"
+
+
+class ClockSettings(_Base):
+    mode: Literal["system", "offset"] = "system"
+
+
+class CryptoSettings(_Base):
+    suite: Literal["intl", "sm"] = "intl"
+    active_kid: str = ""
+    keys: dict[str, Secret] = msgspec.field(default_factory=dict)
+    """Key id -> base64 of 32 bytes. Keep retired keys until every token written with them is rotated."""
+    index_key: Secret | None = None
+    """Base64 of 32 bytes for blind indexes; stable across rotations."""
+    demo_keys: bool = False
+    """Generated demo keys (refused in prod)."""
+
+
+class BlobSettings(_Base):
+    backend: Literal["filesystem", "s3"] = "filesystem"
+    root: str = ".data/blobs"
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "hsp-blobs"
+    s3_region: str = "cn-north-1"
+    s3_access_key_id: Secret | None = None
+    s3_secret_access_key: Secret | None = None
+    link_ttl_seconds: int = 300
+
+
+class RateLimitSettings(_Base):
+    enabled: bool = True
+    per_account_per_minute: int = 600
+    per_ip_per_minute: int = 1200
+
+
+class IdempotencySettings(_Base):
+    lease_seconds: int = 60
+    """How long an in-progress record blocks retries before it may be taken over."""
+    retain_hours: int = 24
+
+
+class LogSettings(_Base):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json: bool = True
+
+
+class SandboxSettings(_Base):
+    mount: bool = False
+    """Mount the simulators in the app process (demo and test only)."""
+
+
+class DemoSettings(_Base):
+    data_dir: str = ".data"
+
+
+class Settings(_Base):
+    env: Environment = "prod"
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    db: DbSettings = msgspec.field(default_factory=DbSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
+    clock: ClockSettings = msgspec.field(default_factory=ClockSettings)
+    crypto: CryptoSettings = msgspec.field(default_factory=CryptoSettings)
+    blobs: BlobSettings = msgspec.field(default_factory=BlobSettings)
+    ratelimit: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
+    idempotency: IdempotencySettings = msgspec.field(default_factory=IdempotencySettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
+    demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
+
+    @property
+    def db_owner_url(self) -> Secret | None:
+        return self.db.owner_url or self.db.url
+
+    @property
+    def broker_url(self) -> Secret | None:
+        return self.broker.url or self.redis.url
+
+
+PREFIX = "HSP_"
+_SECTIONS: dict[str, type[_Base]] = {
+    name: field.type
+    for name, field in ((f.name, f) for f in msgspec.structs.fields(Settings))
+    if isinstance(field.type, type) and issubclass(field.type, _Base)
+}
+
+
+def _dec_hook(kind: type, value: Any) -> Any:
+    if kind is Secret and isinstance(value, str):
+        return Secret(value)
+    raise NotImplementedError(f"cannot convert to {kind!r}")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings from the environment (plus an optional .env and explicit overrides) and validate them."""
+    source: dict[str, str] = {}
+    if dotenv is not None and dotenv.is_file():
+        source.update(read_dotenv(dotenv))
+    source.update(os.environ if environ is None else environ)
+    if overrides:
+        source.update(overrides)
+
+    raw: dict[str, Any] = {}
+    for name, value in source.items():
+        if not name.startswith(PREFIX):
+            continue
+        rest = name[len(PREFIX) :].lower()
+        if rest == "env":
+            raw["env"] = value
+            continue
+        section, sep, key = rest.partition("__")
+        if not sep or section not in _SECTIONS or not key:
+            raise SettingsError(f"unknown setting {name}: expected HSP_ENV or HSP_<SECTION>__<KEY>")
+        known = {f.name for f in msgspec.structs.fields(_SECTIONS[section])}
+        if key not in known:
+            raise SettingsError(f"unknown setting {name}: {section} has {', '.join(sorted(known))}")
+        raw.setdefault(section, {})[key] = _parse_value(value)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"bad setting: {_env_name(str(exc))}") from None
+    check_settings(settings)
+    return settings
+
+
+def _parse_value(value: str) -> Any:
+    text = value.strip()
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"bad JSON value: {exc.msg}") from None
+    return value
+
+
+def _env_name(message: str) -> str:
+    # msgspec says "... - at `$.db.pool_size`"; name the variable instead.
+    marker = "at `$."
+    if marker in message:
+        head, _, path = message.partition(marker)
+        parts = path.rstrip("`").split(".")
+        var = PREFIX + ("ENV" if parts == ["env"] else "__".join(p.upper() for p in parts[:2]))
+        return f"{var}: {head.rstrip(' -')}"
+    return message
+
+
+def check_settings(settings: Settings) -> None:
+    """Cross-field checks, and what production refuses (DESIGN D11)."""
+    crypto = settings.crypto
+    if crypto.keys and crypto.active_kid not in crypto.keys:
+        raise SettingsError("HSP_CRYPTO__ACTIVE_KID must name one of HSP_CRYPTO__KEYS")
+    if settings.env == "prod":
+        problems = []
+        if settings.db.url is None:
+            problems.append("HSP_DB__URL is required (the embedded SQLite database is for the demo)")
+        if settings.redis.url is None:
+            problems.append("HSP_REDIS__URL is required (the in-process store is for the demo)")
+        if settings.sandbox.mount:
+            problems.append("HSP_SANDBOX__MOUNT is not allowed")
+        if settings.clock.mode != "system":
+            problems.append("HSP_CLOCK__MODE must be system")
+        if crypto.demo_keys:
+            problems.append("HSP_CRYPTO__DEMO_KEYS is not allowed")
+        if not crypto.keys or crypto.index_key is None:
+            problems.append("HSP_CRYPTO__KEYS, HSP_CRYPTO__ACTIVE_KID and HSP_CRYPTO__INDEX_KEY are required")
+        if problems:
+            raise SettingsError("refused in HSP_ENV=prod: " + "; ".join(problems))

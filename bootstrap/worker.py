@@ -1,0 +1,45 @@
+"""Starting Celery workers and beat with the composition root's adapters (D10)."""
+
+from __future__ import annotations
+
+from bootstrap.container import build_container
+from bootstrap.logs import configure_logging
+from bootstrap.settings import Settings
+from notifications import runtime as rt
+from notifications.runtime import WorkerRuntime
+
+
+def _celery(settings: Settings) -> object:
+    if settings.broker_url is None:
+        raise SystemExit("bff worker needs HSP_BROKER__URL or HSP_REDIS__URL")
+    container = build_container(settings, role="worker", in_process_tasks=False)
+
+    def factory() -> WorkerRuntime:
+        # A fresh container per worker process: engines and clients are never shared across a fork.
+        return build_container(settings, role="worker", in_process_tasks=False).runtime
+
+    rt.install_factory(factory)
+    return container.celery
+
+
+def run_worker(settings: Settings, *, concurrency: int = 2, pool: str = "prefork") -> int:
+    configure_logging(level=settings.log.level, json=settings.log.json)
+    app = _celery(settings)
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--queues={settings.broker.task_default_queue}",
+        f"--loglevel={settings.log.level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    app.worker_main(argv)  # type: ignore[attr-defined]
+    return 0
+
+
+def run_beat(settings: Settings) -> int:
+    configure_logging(level=settings.log.level, json=settings.log.json)
+    app = _celery(settings)
+    app.start(["beat", f"--loglevel={settings.log.level}"])  # type: ignore[attr-defined]
+    return 0

@@ -1,0 +1,1 @@
+"""Shared kernel: ids, money, time, errors and the ports every feature uses."""

@@ -1,0 +1,85 @@
+"""The kernel's tasks: outbox relay and dispatch, idempotency-record purge. Features register theirs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from domain.kernel.audit_chain import seal_audit
+from domain.kernel.relay import relay_outbox
+from notifications.metrics import OUTBOX_LAG, OUTBOX_RELAYED, TASK_RUNS, TASK_SECONDS
+from notifications.registry import registry
+from notifications.runtime import WorkerRuntime
+
+log = structlog.get_logger("worker")
+
+
+async def run_task(runtime: WorkerRuntime, name: str, kwargs: Mapping[str, Any]) -> Any:
+    """Run one registered task with metrics and a log line (no arguments logged: they may identify people)."""
+    fn = registry.tasks.get(name)
+    if fn is None:
+        TASK_RUNS.labels(task=name, outcome="unknown").inc()
+        raise LookupError(f"no task named {name}")
+    if runtime.clock_control is not None:
+        await runtime.clock_control.sync()
+    started = time.perf_counter()
+    try:
+        result = await fn(runtime, **kwargs)
+    except Exception as exc:
+        TASK_RUNS.labels(task=name, outcome="error").inc()
+        log.warning("task_failed", task=name, error_type=type(exc).__name__)
+        raise
+    TASK_RUNS.labels(task=name, outcome="ok").inc()
+    TASK_SECONDS.labels(task=name).observe(time.perf_counter() - started)
+    return result
+
+
+@registry.task("outbox.relay")
+async def outbox_relay(runtime: WorkerRuntime, batch_size: int = 200, max_batches: int = 20) -> int:
+    """Relay until the outbox is empty or ``max_batches`` batches went out."""
+    total = 0
+    for _ in range(max_batches):
+        count = await relay_outbox(runtime.uow_factory, runtime.dispatcher, runtime.clock.now(), batch_size=batch_size)
+        total += count
+        if count < batch_size:
+            break
+    OUTBOX_RELAYED.inc(total)
+    async with runtime.uow_factory() as uow:
+        oldest = await uow.outbox.oldest_pending_at()
+    OUTBOX_LAG.set(0 if oldest is None else max(0.0, (runtime.clock.now() - oldest).total_seconds()))
+    return total
+
+
+@registry.task("outbox.dispatch")
+async def outbox_dispatch(
+    runtime: WorkerRuntime, message_id: str, topic: str, payload: Mapping[str, Any], key: str | None = None
+) -> int:
+    """Hand one relayed message to every handler of its topic. Handlers deduplicate on ``message_id``."""
+    handlers = registry.topics.get(topic, [])
+    if not handlers:
+        log.info("outbox_topic_without_handler", topic=topic, message_id=message_id)
+    for handler in handlers:
+        await handler(runtime, payload, message_id)
+    return len(handlers)
+
+
+@registry.task("idempotency.purge")
+async def idempotency_purge(runtime: WorkerRuntime) -> int:
+    if runtime.idempotency_purge is None:
+        return 0
+    return int(await runtime.idempotency_purge(now=runtime.clock.now()))
+
+
+@registry.task("audit.seal")
+async def audit_seal(runtime: WorkerRuntime, batch: int = 1000) -> int:
+    """Chain committed audit records with the suite's hash (DESIGN D13). One sealer at a time."""
+    return await seal_audit(
+        runtime.uow_factory,
+        runtime.digest,
+        now=runtime.clock.now(),
+        grace_seconds=runtime.audit_grace_seconds,
+        batch=batch,
+    )

@@ -1,0 +1,8 @@
+"""Imports every table module so the metadata is complete (Alembic and tests import this)."""
+
+from __future__ import annotations
+
+from persistence.kernel import audit_tables  # noqa: F401  (audit_log, audit_chain, audit_anchor)
+from persistence.kernel import tables as kernel_tables
+
+__all__ = ["kernel_tables"]

@@ -1,0 +1,101 @@
+"""The SQLAlchemy unit of work (DESIGN D2): one transaction per ``async with`` block, committed only by an
+explicit ``commit()``; anything else rolls back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
+
+from domain.kernel.errors import ConflictError
+from persistence.db import ConnectionSource
+from persistence.kernel.audit import SqlAuditRepository
+from persistence.kernel.outbox import SqlOutboxRepository
+
+
+class UnitOfWorkStateError(ConflictError):
+    code = "uow.state"
+
+
+class SqlUnitOfWork:
+    """Implements ``domain.kernel.uow.UnitOfWork`` and, as features arrive, their repositories."""
+
+    def __init__(self, source: ConnectionSource) -> None:
+        self._source = source
+        self._conn: AsyncConnection | None = None
+        self._tx: AsyncTransaction | None = None
+        self._owns_connection = False
+        self._done = False
+        self._outbox: SqlOutboxRepository | None = None
+        self._audit: SqlAuditRepository | None = None
+
+    @property
+    def outbox(self) -> SqlOutboxRepository:
+        if self._outbox is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._outbox
+
+    @property
+    def audit(self) -> SqlAuditRepository:
+        if self._audit is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._audit
+
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._conn is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._conn
+
+    @property
+    def dialect(self) -> str:
+        return self._source.dialect
+
+    async def __aenter__(self) -> Self:
+        if self._conn is not None:
+            raise UnitOfWorkStateError("a unit of work is entered once")
+        if self._source.fixed is not None:
+            self._conn = self._source.fixed
+            self._tx = await self._conn.begin_nested()
+        else:
+            self._conn = await self._source.engine.connect()
+            self._owns_connection = True
+            self._tx = await self._conn.begin()
+        self._outbox = SqlOutboxRepository(self._conn)
+        self._audit = SqlAuditRepository(self._conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self._done:
+                await self.rollback()
+        finally:
+            if self._owns_connection and self._conn is not None:
+                await self._conn.close()
+
+    async def commit(self) -> None:
+        if self._tx is None or self._done:
+            raise UnitOfWorkStateError("nothing to commit")
+        await self._tx.commit()
+        self._done = True
+
+    async def rollback(self) -> None:
+        if self._tx is None or self._done:
+            return
+        self._done = True
+        if self._tx.is_active:
+            await self._tx.rollback()
+
+
+def unit_of_work_factory(source: ConnectionSource) -> Callable[[], SqlUnitOfWork]:
+    def factory() -> SqlUnitOfWork:
+        return SqlUnitOfWork(source)
+
+    return factory

@@ -1,0 +1,97 @@
+"""Settings fail at start with a clear message; production refuses demo-only settings (DESIGN D11)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bootstrap.settings import Secret, SettingsError, load_settings
+
+PROD_OK = {
+    "HSP_ENV": "prod",
+    "HSP_DB__URL": "postgresql+asyncpg://app:pw@db/hsp",
+    "HSP_REDIS__URL": "redis://cache:6379/0",
+    "HSP_CRYPTO__KEYS": '{"k1": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="}',
+    "HSP_CRYPTO__ACTIVE_KID": "k1",
+    "HSP_CRYPTO__INDEX_KEY": "aW5kZXhpbmRleGluZGV4aW5kZXhpbmRleGluZGV4MTI=",
+}
+
+
+def test_values_are_converted_and_nested() -> None:
+    settings = load_settings({**PROD_OK, "HSP_DB__POOL_SIZE": "25", "HSP_HTTP__TRUSTED_PROXIES": '["10.0.0.0/8"]'})
+    assert settings.db.pool_size == 25
+    assert settings.http.trusted_proxies == ["10.0.0.0/8"]
+    assert settings.db_owner_url == settings.db.url
+
+
+def test_non_hsp_variables_are_ignored() -> None:
+    assert load_settings({**PROD_OK, "PATH": "/bin", "HOME": "/root"}).env == "prod"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("HSP_DB__POOL_SIZE", "lots", "HSP_DB__POOL_SIZE"),
+        ("HSP_DB__NOPE", "1", "unknown setting HSP_DB__NOPE"),
+        ("HSP_NOPE__X", "1", "unknown setting HSP_NOPE__X"),
+        ("HSP_WHATEVER", "1", "unknown setting HSP_WHATEVER"),
+        ("HSP_ENV", "production", "HSP_ENV"),
+        ("HSP_CLOCK__MODE", "fast", "HSP_CLOCK__MODE"),
+        ("HSP_HTTP__TRUSTED_PROXIES", "[not json", "bad JSON"),
+    ],
+)
+def test_bad_settings_fail_at_start_naming_the_variable(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**PROD_OK, name: value})
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HSP_SANDBOX__MOUNT", "true"),
+        ("HSP_CLOCK__MODE", "offset"),
+        ("HSP_CRYPTO__DEMO_KEYS", "true"),
+    ],
+)
+def test_prod_refuses_demo_settings(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**PROD_OK, name: value})
+    assert "refused in HSP_ENV=prod" in str(caught.value)
+    assert name in str(caught.value)
+
+
+def test_prod_requires_a_database_redis_and_keys() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"HSP_ENV": "prod"})
+    message = str(caught.value)
+    assert "HSP_DB__URL" in message
+    assert "HSP_REDIS__URL" in message
+    assert "HSP_CRYPTO__KEYS" in message
+
+
+def test_the_demo_accepts_what_prod_refuses() -> None:
+    settings = load_settings({"HSP_ENV": "demo", "HSP_SANDBOX__MOUNT": "true", "HSP_CLOCK__MODE": "offset"})
+    assert settings.sandbox.mount
+    assert settings.db.url is None
+
+
+def test_active_kid_must_name_a_key() -> None:
+    with pytest.raises(SettingsError, match="ACTIVE_KID"):
+        load_settings({**PROD_OK, "HSP_CRYPTO__ACTIVE_KID": "k9"})
+
+
+def test_secrets_never_show_in_repr() -> None:
+    settings = load_settings(PROD_OK)
+    text = repr(settings)
+    assert "pw@db" not in text
+    assert "c2VjcmV0" not in text
+    assert isinstance(settings.db.url, Secret)
+    assert settings.db.url.reveal() == "postgresql+asyncpg://app:pw@db/hsp"
+
+
+def test_dotenv_is_read_and_the_environment_wins(tmp_path: pytest.TempPathFactory) -> None:
+    path = tmp_path / ".env"  # type: ignore[operator]
+    path.write_text("HSP_DB__POOL_SIZE=7\nHSP_DB__MAX_OVERFLOW=3\n")
+    settings = load_settings({**PROD_OK, "HSP_DB__MAX_OVERFLOW": "9"}, dotenv=path)
+    assert settings.db.pool_size == 7
+    assert settings.db.max_overflow == 9
