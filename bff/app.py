@@ -3,8 +3,10 @@ adapter from bootstrap through :class:`BffDeps`; nothing here knows which adapte
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import swagger_ui_bundle
 from litestar import Litestar, MediaType, Router, get
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -13,6 +15,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.static_files import create_static_files_router
 
 from bff.deps import BffDeps
 from bff.errors import EXCEPTION_HANDLERS
@@ -117,7 +120,19 @@ def create_admin_app(deps: BffDeps, public_app: Litestar) -> Litestar:
             raise NotFoundException()
         return _DOCS_HTML
 
-    handlers: list[Any] = [*OPS_HANDLERS, *deps.admin_handlers, openapi_json, docs_page]
+    @get(f"{DOCS_PATH}/init.js", include_in_schema=False, media_type="text/javascript", sync_to_thread=False)
+    def docs_init() -> str:
+        if not deps.config.docs:
+            raise NotFoundException()
+        return _DOCS_INIT_JS
+
+    assets = create_static_files_router(
+        path=f"{DOCS_PATH}/assets",
+        directories=[Path(swagger_ui_bundle.swagger_ui_path)],
+        include_in_schema=False,
+        guards=[_docs_enabled(deps)],
+    )
+    handlers: list[Any] = [*OPS_HANDLERS, *deps.admin_handlers, openapi_json, docs_page, docs_init, assets]
     admin_app = Litestar(
         route_handlers=handlers,
         state=State({"deps": deps}),
@@ -145,12 +160,22 @@ def merged_openapi(public_app: Litestar, admin_app: Litestar) -> dict[str, Any]:
     return document
 
 
+def _docs_enabled(deps: BffDeps) -> Any:
+    def guard(*_: Any) -> None:
+        if not deps.config.docs:
+            raise NotFoundException()
+
+    return guard
+
+
+# Swagger UI is served from the installed package: the docs work without reaching any CDN.
 _DOCS_HTML = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>HSP BFF API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>HSP BFF API 接口文档</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
 <body><div id="ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/docs/openapi.json", dom_id: "#ui"});</script>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/docs/init.js"></script>
 <noscript>The API description is at <a href="/docs/openapi.json">/docs/openapi.json</a>.</noscript>
 </body></html>
 """
+_DOCS_INIT_JS = 'window.ui = SwaggerUIBundle({url: "/docs/openapi.json", dom_id: "#ui", deepLinking: true});\n'

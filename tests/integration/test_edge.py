@@ -180,3 +180,25 @@ async def test_when_the_limit_store_is_down_plain_limits_let_requests_through(uo
     async with asgi_client(app) as client:
         response = await client.get("/api/v1/meta/time")
     assert response.status_code == 200
+
+
+async def test_the_docs_ui_is_served_from_the_package_without_a_cdn(uow_source: ConnectionSource) -> None:
+    _, admin, _ = build_test_apps(uow_source)
+    async with asgi_client(admin) as client:
+        page = await client.get("/docs")
+        script = await client.get("/docs/assets/swagger-ui-bundle.js")
+        init = await client.get("/docs/init.js")
+    assert page.status_code == 200
+    assert "https://" not in page.text
+    assert script.status_code == 200
+    assert "SwaggerUIBundle" in script.text
+    assert "/docs/openapi.json" in init.text
+    assert "'unsafe-inline'" not in page.headers["content-security-policy"].split("style-src")[0]
+
+
+async def test_the_docs_are_off_unless_enabled(uow_source: ConnectionSource) -> None:
+    _, admin, _ = build_test_apps(uow_source, config=EdgeConfig(env="prod", docs=False, rate_limit_enabled=False))
+    async with asgi_client(admin) as client:
+        assert (await client.get("/docs")).status_code == 404
+        assert (await client.get("/docs/assets/swagger-ui-bundle.js")).status_code == 404
+        assert (await client.get("/healthz")).status_code == 200
