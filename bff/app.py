@@ -17,6 +17,8 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 
+from bff.admin.staff import staff_admin_router
+from bff.auth.routes import AUTH_HANDLERS
 from bff.deps import BffDeps
 from bff.errors import EXCEPTION_HANDLERS
 from bff.meta import server_time
@@ -92,7 +94,7 @@ def create_app(deps: BffDeps, *, debug: bool = False) -> Litestar:
     """The public listener: resident and staff APIs, callbacks and (demo, test) the sandboxes."""
     startup, shutdown = _lifespan_hooks(deps)
     return Litestar(
-        route_handlers=[server_time, *deps.public_handlers],
+        route_handlers=[server_time, *AUTH_HANDLERS, *deps.public_handlers],
         state=State({"deps": deps}),
         dependencies={"deps": Provide(lambda: deps, sync_to_thread=False)},
         middleware=_middleware(deps),
@@ -132,7 +134,15 @@ def create_admin_app(deps: BffDeps, public_app: Litestar) -> Litestar:
         include_in_schema=False,
         guards=[_docs_enabled(deps)],
     )
-    handlers: list[Any] = [*OPS_HANDLERS, *deps.admin_handlers, openapi_json, docs_page, docs_init, assets]
+    handlers: list[Any] = [
+        *OPS_HANDLERS,
+        staff_admin_router,
+        *deps.admin_handlers,
+        openapi_json,
+        docs_page,
+        docs_init,
+        assets,
+    ]
     admin_app = Litestar(
         route_handlers=handlers,
         state=State({"deps": deps}),

@@ -9,6 +9,8 @@ from typing import Any
 
 from litestar.types import ControllerRouterHandler
 
+from bff.auth.tokens import AccessTokens
+from domain.account.use_cases import AccountService
 from domain.kernel.clock import Clock, ClockControl
 from domain.kernel.idempotency import IdempotencyStore
 from domain.kernel.principal import Authenticator
@@ -53,5 +55,7 @@ class BffDeps:
     public_handlers: Sequence[ControllerRouterHandler] = ()
     """Extra routers on the public listener (the sandboxes in demo and test)."""
     admin_handlers: Sequence[ControllerRouterHandler] = ()
+    accounts: AccountService | None = None
+    tokens: AccessTokens | None = None
     on_startup: Sequence[Callable[[], Awaitable[Any]]] = ()
     on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = ()

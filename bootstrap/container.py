@@ -6,16 +6,23 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from litestar import Litestar
 
 from bff.app import create_admin_app, create_app
+from bff.auth.principal import SessionAuthenticator
+from bff.auth.tokens import AccessTokens, SigningKeys
 from bff.deps import BffDeps, EdgeConfig
 from bootstrap.clock import LocalOffsetStore, OffsetClock, SystemClock
 from bootstrap.migrate import current_revision, head_revision
+from bootstrap.providers import build_login_providers
 from bootstrap.settings import Secret, Settings
+from domain.account.rules import AccountPolicy, LockoutPolicy, PasswordPolicy, SessionPolicy, SmsCodePolicy
+from domain.account.use_cases import AccountDeps, AccountService
 from domain.kernel.blobs import BlobStore, EncryptedBlobStore, FieldCipherBlobs
 from domain.kernel.clock import Clock, ClockControl
 from domain.kernel.crypto import CryptoSuite
@@ -23,7 +30,9 @@ from domain.kernel.ephemeral import EphemeralStore
 from domain.kernel.ratelimit import RateLimiter
 from domain.kernel.tasks import TaskRunner
 from integrations.crypto.keys import Keyring, generate_keyring_config
+from integrations.crypto.passwords import Argon2PasswordHasher
 from integrations.crypto.suite import build_suite
+from integrations.crypto.totp import PyotpTotp
 from integrations.storage.filesystem import FilesystemBlobStore
 from notifications.dispatch import InProcessBeat, InProcessTaskRunner, TaskRunnerDispatcher
 from notifications.runtime import WorkerRuntime
@@ -64,6 +73,61 @@ def demo_crypto_config(settings: Settings) -> dict[str, Any]:
     path.write_text(json.dumps(fresh))
     os.chmod(path, 0o600)
     return fresh
+
+
+def demo_signing_keys(settings: Settings) -> dict[str, Any]:
+    """Access-token signing keys for the demo and tests, generated once into the data folder."""
+    path = Path(settings.demo.data_dir) / "demo-signing-keys.json"
+    if path.is_file():
+        loaded: dict[str, Any] = json.loads(path.read_text())
+        return loaded
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = {"active_kid": "demo-1", "keys": {"demo-1": SigningKeys.generate_pem().decode()}}
+    path.write_text(json.dumps(fresh))
+    os.chmod(path, 0o600)
+    return fresh
+
+
+def build_signing_keys(settings: Settings) -> SigningKeys:
+    auth = settings.auth
+    if auth.signing_keys:
+        return SigningKeys.from_pem(auth.active_kid, {k: v.reveal().encode() for k, v in auth.signing_keys.items()})
+    if settings.env in ("demo", "test") or settings.crypto.demo_keys:
+        cfg = demo_signing_keys(settings)
+        return SigningKeys.from_pem(cfg["active_kid"], {k: v.encode() for k, v in cfg["keys"].items()})
+    raise RuntimeError("access-token signing keys are not configured (HSP_AUTH__SIGNING_KEYS, HSP_AUTH__ACTIVE_KID)")
+
+
+def account_deps_policies(settings: Settings) -> dict[str, Any]:
+    a = settings.auth
+    return {
+        "sessions": SessionPolicy(
+            resident_idle=timedelta(minutes=a.resident_idle_minutes),
+            resident_absolute=timedelta(days=a.resident_absolute_days),
+            staff_idle=timedelta(minutes=a.staff_idle_minutes),
+            staff_absolute=timedelta(hours=a.staff_absolute_hours),
+            access_token_ttl=timedelta(minutes=a.access_token_minutes),
+        ),
+        "passwords": PasswordPolicy(
+            min_length=a.password_min_length,
+            history=a.password_history,
+            max_age=timedelta(days=a.password_max_age_days),
+        ),
+        "lockout": LockoutPolicy(
+            max_failures=a.lockout_failures,
+            window=timedelta(minutes=a.lockout_window_minutes),
+            lock_for=timedelta(minutes=a.lockout_minutes),
+        ),
+        "sms_codes": SmsCodePolicy(
+            ttl=timedelta(seconds=a.sms_code_ttl_seconds),
+            max_attempts=a.sms_code_attempts,
+            resend_after=timedelta(seconds=a.sms_resend_seconds),
+            daily_per_phone=a.sms_daily_per_phone,
+            daily_per_ip=a.sms_daily_per_ip,
+            captcha_after_sends=a.sms_captcha_after,
+        ),
+        "accounts": AccountPolicy(max_dormant=timedelta(days=a.dormant_days)),
+    }
 
 
 def build_crypto(settings: Settings) -> CryptoSuite:
@@ -125,6 +189,8 @@ class Container:
     beat: InProcessBeat | None = None
     celery: Any = None
     openers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    accounts: AccountService | None = None
+    tokens: AccessTokens | None = None
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     @property
@@ -237,6 +303,32 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
     holder["runtime"] = runtime
 
     beat = InProcessBeat(SCHEDULE, runner, clock) if use_in_process and role == "app" else None
+    http = httpx.AsyncClient(timeout=10.0, trust_env=False)
+    closers.append(http.aclose)
+    providers = build_login_providers(settings, http=http, store=store, clock=clock)
+    accounts = AccountService(
+        AccountDeps(
+            uow_factory=uow_factory,
+            clock=clock,
+            cipher=crypto.cipher,
+            blind_index=crypto.blind_index,
+            mac=crypto.mac,
+            hasher=Argon2PasswordHasher(
+                memory_cost=settings.auth.argon2_memory_kib, time_cost=settings.auth.argon2_time_cost
+            ),
+            totp=PyotpTotp(),
+            rate_limiter=rate_limiter,
+            store=store,
+            wechat=providers.wechat,
+            alipay=providers.alipay,
+            sms=providers.sms,
+            **account_deps_policies(settings),
+        )
+    )
+    runtime.services["accounts"] = accounts
+    tokens = AccessTokens(
+        build_signing_keys(settings), clock=clock, ttl=timedelta(minutes=settings.auth.access_token_minutes)
+    )
     return Container(
         settings=settings,
         source=source,
@@ -253,6 +345,8 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         celery=celery_app,
         closers=closers,
         openers=openers,
+        accounts=accounts,
+        tokens=tokens,
     )
 
 
@@ -298,7 +392,13 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
         uow_factory=container.uow_factory,
         idempotency=container.idempotency,
         rate_limiter=container.rate_limiter,
-        authenticator=None,
+        authenticator=(
+            SessionAuthenticator(container.tokens, container.accounts)
+            if container.tokens is not None and container.accounts is not None
+            else None
+        ),
+        accounts=container.accounts,
+        tokens=container.tokens,
         clock_control=container.clock_control,
         readiness=readiness,
         metrics_refresh=container.refresh_metrics,

@@ -118,6 +118,69 @@ class IdempotencySettings(_Base):
     retain_hours: int = 24
 
 
+class AuthSettings(_Base):
+    """Sessions and logins (SEC-A-02..05). Every number is a configurable convention."""
+
+    signing_keys: dict[str, Secret] = msgspec.field(default_factory=dict)
+    """Key id -> PEM of an EC P-256 private key for access tokens (ES256). Keep old ids while tokens live."""
+    active_kid: str = ""
+    access_token_minutes: int = 10
+    resident_idle_minutes: int = 30
+    resident_absolute_days: int = 30
+    staff_idle_minutes: int = 15
+    staff_absolute_hours: int = 12
+    password_min_length: int = 12
+    password_max_age_days: int = 90
+    password_history: int = 5
+    lockout_failures: int = 5
+    lockout_window_minutes: int = 15
+    lockout_minutes: int = 30
+    sms_code_ttl_seconds: int = 300
+    sms_code_attempts: int = 5
+    sms_resend_seconds: int = 60
+    sms_daily_per_phone: int = 10
+    sms_daily_per_ip: int = 50
+    sms_captcha_after: int = 3
+    dormant_days: int = 180
+    argon2_memory_kib: int = 65536
+    argon2_time_cost: int = 3
+
+
+class WechatSettings(_Base):
+    base_url: str = "https://api.weixin.qq.com"
+    apps: dict[str, Secret] = msgspec.field(default_factory=dict)
+    """Mini-program appid -> AppSecret."""
+
+
+class AlipayAppSettings(_Base):
+    private_key: Secret
+    """PEM of the application's RSA private key."""
+    alipay_public_key: str
+    """PEM of Alipay's public key for this application."""
+
+
+class AlipaySettings(_Base):
+    gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    apps: dict[str, AlipayAppSettings] = msgspec.field(default_factory=dict)
+
+
+class SmsSettings(_Base):
+    providers: list[Literal["aliyun", "tencent"]] = msgspec.field(default_factory=list)
+    """In failover order."""
+    aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    aliyun_access_key_id: str = ""
+    aliyun_access_key_secret: Secret | None = None
+    aliyun_sign_name: str = ""
+    aliyun_templates: dict[str, str] = msgspec.field(default_factory=dict)
+    tencent_endpoint: str = "https://sms.tencentcloudapi.com"
+    tencent_region: str = "ap-guangzhou"
+    tencent_secret_id: str = ""
+    tencent_secret_key: Secret | None = None
+    tencent_sdk_app_id: str = ""
+    tencent_sign_name: str = ""
+    tencent_templates: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class LogSettings(_Base):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = True
@@ -144,6 +207,10 @@ class Settings(_Base):
     ratelimit: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
     idempotency: IdempotencySettings = msgspec.field(default_factory=IdempotencySettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    wechat: WechatSettings = msgspec.field(default_factory=WechatSettings)
+    alipay: AlipaySettings = msgspec.field(default_factory=AlipaySettings)
+    sms: SmsSettings = msgspec.field(default_factory=SmsSettings)
     sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
 
@@ -239,6 +306,9 @@ def check_settings(settings: Settings) -> None:
     crypto = settings.crypto
     if crypto.keys and crypto.active_kid not in crypto.keys:
         raise SettingsError("HSP_CRYPTO__ACTIVE_KID must name one of HSP_CRYPTO__KEYS")
+    auth = settings.auth
+    if auth.signing_keys and auth.active_kid not in auth.signing_keys:
+        raise SettingsError("HSP_AUTH__ACTIVE_KID must name one of HSP_AUTH__SIGNING_KEYS")
     if settings.env == "prod":
         problems = []
         if settings.db.url is None:
@@ -251,6 +321,8 @@ def check_settings(settings: Settings) -> None:
             problems.append("HSP_CLOCK__MODE must be system")
         if crypto.demo_keys:
             problems.append("HSP_CRYPTO__DEMO_KEYS is not allowed")
+        if not settings.auth.signing_keys:
+            problems.append("HSP_AUTH__SIGNING_KEYS and HSP_AUTH__ACTIVE_KID are required")
         if not crypto.keys or crypto.index_key is None:
             problems.append("HSP_CRYPTO__KEYS, HSP_CRYPTO__ACTIVE_KID and HSP_CRYPTO__INDEX_KEY are required")
         if problems:

@@ -10,6 +10,7 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
 from domain.kernel.errors import ConflictError
+from persistence.account.repository import SqlAccountRepository
 from persistence.db import ConnectionSource
 from persistence.kernel.audit import SqlAuditRepository
 from persistence.kernel.outbox import SqlOutboxRepository
@@ -30,12 +31,19 @@ class SqlUnitOfWork:
         self._done = False
         self._outbox: SqlOutboxRepository | None = None
         self._audit: SqlAuditRepository | None = None
+        self._accounts: SqlAccountRepository | None = None
 
     @property
     def outbox(self) -> SqlOutboxRepository:
         if self._outbox is None:
             raise UnitOfWorkStateError("the unit of work is not open")
         return self._outbox
+
+    @property
+    def accounts(self) -> SqlAccountRepository:
+        if self._accounts is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._accounts
 
     @property
     def audit(self) -> SqlAuditRepository:
@@ -65,6 +73,7 @@ class SqlUnitOfWork:
             self._tx = await self._conn.begin()
         self._outbox = SqlOutboxRepository(self._conn)
         self._audit = SqlAuditRepository(self._conn)
+        self._accounts = SqlAccountRepository(self._conn)
         return self
 
     async def __aexit__(

@@ -13,6 +13,8 @@ PROD_OK = {
     "HSP_CRYPTO__KEYS": '{"k1": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="}',
     "HSP_CRYPTO__ACTIVE_KID": "k1",
     "HSP_CRYPTO__INDEX_KEY": "aW5kZXhpbmRleGluZGV4aW5kZXhpbmRleGluZGV4MTI=",
+    "HSP_AUTH__SIGNING_KEYS": '{"t1": "-----BEGIN PRIVATE KEY-----"}',
+    "HSP_AUTH__ACTIVE_KID": "t1",
 }
 
 
@@ -67,6 +69,7 @@ def test_prod_requires_a_database_redis_and_keys() -> None:
     assert "HSP_DB__URL" in message
     assert "HSP_REDIS__URL" in message
     assert "HSP_CRYPTO__KEYS" in message
+    assert "HSP_AUTH__SIGNING_KEYS" in message
 
 
 def test_the_demo_accepts_what_prod_refuses() -> None:
