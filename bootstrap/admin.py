@@ -46,8 +46,37 @@ async def _audit_verify(settings: Settings) -> bool:
     return verdict.ok
 
 
+async def _create_staff(settings: Settings, login_name: str, display_name: str, role: str) -> tuple[str, str]:
+    from bootstrap.container import build_container
+    from domain.account.model import StaffRole
+    from domain.account.use_cases import ClientContext
+
+    container = build_container(settings, role="worker", in_process_tasks=True)
+    try:
+        assert container.accounts is not None
+        activation = await container.accounts.create_staff(
+            login_name=login_name,
+            display_name=display_name,
+            roles=frozenset({StaffRole(role)}),
+            actor=None,
+            ctx=ClientContext(device="bff admin"),
+        )
+    finally:
+        await container.aclose()
+    return activation.token, activation.expires_at.isoformat()
+
+
 def run_admin(args: argparse.Namespace, settings: Settings) -> int:
     command = args.admin_command
+    if command == "create-operator":
+        token, expires = asyncio.run(_create_staff(settings, args.login_name, args.display_name, args.role))
+        print(  # noqa: T201
+            f"created {args.role} '{args.login_name}' (pending activation)\n"
+            f"one-time activation token (valid until {expires}): {token}\n"
+            "The holder activates with POST /api/v1/auth/staff/activate (chooses a password, receives a TOTP "
+            "secret), then POST /api/v1/auth/staff/activate/confirm with a first TOTP code."
+        )
+        return 0
     if command == "audit-partitions":
         created = asyncio.run(_audit_partitions(settings, args.months_ahead))
         print(f"audit partitions created: {', '.join(created) or 'none needed'}")  # noqa: T201

@@ -214,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("admin", help="owner and operator commands")
     admin_sub = p.add_subparsers(dest="admin_command", required=True)
+    a = admin_sub.add_parser(
+        "create-operator", help="create a staff account with a one-time activation token (the first operator)"
+    )
+    a.add_argument("--login-name", required=True)
+    a.add_argument("--display-name", default="")
+    a.add_argument("--role", default="operator", choices=["operator", "sysadmin", "secadmin", "auditadmin"])
     a = admin_sub.add_parser("audit-partitions", help="create the audit log's monthly partitions ahead")
     a.add_argument("--months-ahead", type=int, default=24)
     a = admin_sub.add_parser("audit-prune", help="drop sealed audit partitions older than the retention")

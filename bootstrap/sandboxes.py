@@ -11,6 +11,7 @@ from bootstrap.clock import LocalOffsetStore, OffsetClock
 from domain.kernel.clock import ClockControl
 from sandbox.echo import EchoSimulator
 from sandbox.framework import SandboxContext, Simulator, build_sandbox_app, sandbox_route_handlers
+from sandbox.wechat import WechatSimulator
 
 if TYPE_CHECKING:
     from bootstrap.container import Container
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 def simulators() -> list[Simulator]:
     """Every simulator. Feature work adds its own here (HIS, WeChat, WeChat Pay, Alipay, SMS, push, card)."""
-    return [EchoSimulator()]
+    return [EchoSimulator(), WechatSimulator()]
 
 
 Hook = Callable[[], Awaitable[Any]]

@@ -5,43 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from domain.kernel.ids import new_id
-from tests.conftest import REDIS_URL, create_test_database, drop_test_database
-from tests.support.live import ROOT, LiveServer, run_bff
+from tests.support.live import ROOT, LiveServer
 
 OPENAPI = json.loads((ROOT / "openapi" / "openapi.json").read_text(encoding="utf-8"))
 ADMIN_PATHS = ("/healthz", "/readyz", "/metrics", "/api/v1/admin")
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    name = f"hsp_test_live_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
-    db = create_test_database(name)
-    data = tmp_path_factory.mktemp("live")
-    env = {
-        "HSP_ENV": "test",
-        "HSP_DB__URL": db.app_url,
-        "HSP_DB__OWNER_URL": db.owner_url,
-        "HSP_REDIS__URL": REDIS_URL,
-        "HSP_REDIS__PREFIX": f"hsp-test-live:{new_id()}:",
-        "HSP_CLOCK__MODE": "offset",
-        "HSP_DEMO__DATA_DIR": str(data),
-        "HSP_BLOBS__ROOT": str(data / "blobs"),
-        "HSP_LOG__JSON": "true",
-    }
-    try:
-        with run_bff(["serve"], env, log_dir=data) as server:
-            yield server
-    finally:
-        drop_test_database(name)
 
 
 def test_serve_answers_ready_with_every_check(live: LiveServer) -> None:

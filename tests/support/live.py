@@ -30,6 +30,8 @@ class LiveServer:
     admin_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    env: dict[str, str]
+    """The HSP_ settings the server runs with (for commands run beside it)."""
 
 
 def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -48,12 +50,14 @@ def run_bff(
     if args[0] == "serve":
         full_env["HSP_HTTP__BIND"] = f"127.0.0.1:{port}"
         full_env["HSP_HTTP__ADMIN_BIND"] = f"127.0.0.1:{admin_port}"
+        full_env.setdefault("HSP_HTTP__PUBLIC_BASE_URL", f"http://127.0.0.1:{port}")
         argv = [BFF, *args]
     else:
         argv = [BFF, *args, "--port", str(port), "--admin-port", str(admin_port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    server = LiveServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log_path)
+    hsp_env = {k: v for k, v in full_env.items() if k.startswith("HSP_")}
+    server = LiveServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log_path, hsp_env)
     try:
         _wait_ready(server, ready_timeout)
         yield server

@@ -1,0 +1,141 @@
+"""Login journeys over real HTTP against ``bff serve`` with the simulators mounted (issue: accounts and logins).
+
+Each journey plays the front end: it asks the simulator for what the platform's client SDK would hand the
+mini-program (a wx.login code, a getPhoneNumber code, an Alipay authCode, the SMS in the phone's inbox), then
+calls our API, then ``me``, refresh and logout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pyotp
+
+from sandbox.wechat import DEMO_APPID
+from tests.support.live import BFF, ROOT, LiveServer
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def clock_now(live: LiveServer) -> datetime:
+    return datetime.fromisoformat(httpx.get(live.base_url + "/sandbox/admin/clock").json()["now"])
+
+
+def advance(live: LiveServer, seconds: float) -> None:
+    assert httpx.post(live.base_url + "/sandbox/admin/clock", json={"advanceSeconds": seconds}).status_code in (
+        200,
+        201,
+    )
+
+
+def wechat_code(live: LiveServer, openid: str | None = None) -> dict[str, Any]:
+    body = {"appid": DEMO_APPID} | ({"openid": openid} if openid else {})
+    response = httpx.post(live.base_url + "/sandbox/wechat/test/login-code", json=body)
+    assert response.status_code in (200, 201), response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_wechat_login_me_refresh_logout(live: LiveServer) -> None:
+    code = wechat_code(live)["code"]
+    login = httpx.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
+    assert login.status_code == 201, login.text
+    tokens = login.json()
+    me = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(tokens["accessToken"]))
+    assert me.status_code == 200
+    assert me.json()["identities"][0]["provider"] == "wechat"
+    refreshed = httpx.post(live.base_url + "/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]})
+    assert refreshed.status_code == 201
+    out = httpx.post(live.base_url + "/api/v1/auth/logout", headers=bearer(refreshed.json()["accessToken"]))
+    assert out.status_code == 204
+    after = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(refreshed.json()["accessToken"]))
+    assert after.status_code == 401
+
+
+def test_a_reused_or_expired_wechat_code_is_refused(live: LiveServer) -> None:
+    code = wechat_code(live)["code"]
+    first = httpx.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
+    reused = httpx.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
+    late_code = wechat_code(live)["code"]
+    advance(live, 6 * 60)
+    expired = httpx.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": late_code})
+    assert first.status_code == 201
+    for response in (reused, expired):
+        assert response.status_code == 400
+        assert response.json()["code"] == "auth.login_code_invalid"
+
+
+def test_wechat_phone_binding_through_the_simulator(live: LiveServer) -> None:
+    issued = wechat_code(live)
+    tokens = httpx.post(
+        live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": issued["code"]}
+    ).json()
+    phone_code = httpx.post(
+        live.base_url + "/sandbox/wechat/test/phone-code",
+        json={"appid": DEMO_APPID, "openid": issued["openid"], "phone": "13600001111"},
+    ).json()["code"]
+    bound = httpx.post(
+        live.base_url + "/api/v1/auth/wechat/phone",
+        json={"appid": DEMO_APPID, "code": phone_code},
+        headers=bearer(tokens["accessToken"]),
+    )
+    assert bound.status_code == 201, bound.text
+    me = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(tokens["accessToken"])).json()
+    assert me["phoneMasked"] == "136****1111"
+
+
+def _cli_env(live: LiveServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HSP_")}
+    env.update(live.env)
+    return env
+
+
+def test_first_operator_from_the_command_line_activates_with_totp_and_logs_in(live: LiveServer) -> None:
+    created = subprocess.run(
+        [BFF, "admin", "create-operator", "--login-name", "op.first", "--display-name", "首位运营"],
+        cwd=ROOT,
+        env=_cli_env(live),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    match = re.search(r"one-time activation token \(valid until [^)]*\): (\S+)", created.stdout)
+    assert match, created.stdout
+    token = match.group(1)
+    password = "Operator-Pass-2026!"
+    started = httpx.post(
+        live.base_url + "/api/v1/auth/staff/activate",
+        json={"loginName": "op.first", "activationToken": token, "newPassword": password},
+    )
+    assert started.status_code == 201, started.text
+    totp = pyotp.TOTP(started.json()["totpSecret"])
+    confirm = httpx.post(
+        live.base_url + "/api/v1/auth/staff/activate/confirm",
+        json={"loginName": "op.first", "activationToken": token, "totp": totp.at(clock_now(live))},
+    )
+    assert confirm.status_code == 204, confirm.text
+    advance(live, 31)
+    login = httpx.post(
+        live.base_url + "/api/v1/auth/staff/login",
+        json={"loginName": "op.first", "password": password, "totp": totp.at(clock_now(live))},
+    )
+    assert login.status_code == 201, login.text
+    me = httpx.get(live.base_url + "/api/v1/staff/me", headers=bearer(login.json()["accessToken"]))
+    assert me.json()["roles"] == ["operator"]
+    staff_list = httpx.get(live.admin_url + "/api/v1/admin/staff", headers=bearer(login.json()["accessToken"]))
+    assert staff_list.status_code == 200
+    assert [s["loginName"] for s in staff_list.json()["items"]] == ["op.first"]
+    # No default accounts exist (SEC-A-01): a well-known admin/admin login fails like any other.
+    default = httpx.post(
+        live.base_url + "/api/v1/auth/staff/login", json={"loginName": "admin", "password": "admin", "totp": "000000"}
+    )
+    assert default.status_code == 401
