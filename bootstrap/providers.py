@@ -11,6 +11,10 @@ from bootstrap.settings import Settings
 from domain.account.ports import AlipayMiniProgram, SmsSender, WechatMiniProgram
 from domain.kernel.clock import Clock
 from domain.kernel.ephemeral import EphemeralStore
+from integrations.alipay.client import AlipayClient, AlipayMiniProgramLogin
+from integrations.sms.aliyun import AliyunSmsSender
+from integrations.sms.failover import FailoverSmsSender
+from integrations.sms.tencent import TencentSmsSender
 from integrations.wechat import WechatMiniProgramClient
 
 
@@ -42,4 +46,91 @@ def build_login_providers(
         providers.wechat[appid] = WechatMiniProgramClient(
             appid=appid, secret=secret, base_url=wechat_base, store=store, http=http, clock=clock
         )
+    alipay_apps = {
+        app_id: (app.private_key.reveal().encode(), app.alipay_public_key.encode())
+        for app_id, app in settings.alipay.apps.items()
+    }
+    gateway = settings.alipay.gateway_url
+    if sandboxed:
+        from bootstrap import sandbox_accounts as demo
+
+        alipay_apps = alipay_apps or {
+            demo.ALIPAY_APP_ID: (
+                demo.alipay_app_private_key(),
+                demo.public_pem(demo.alipay_platform_private_key()),
+            )
+        }
+        gateway = sandbox_base(settings, "alipay") + "/gateway.do"
+    for app_id, (private_pem, alipay_public_pem) in alipay_apps.items():
+        client = AlipayClient(
+            app_id=app_id,
+            app_private_key_pem=private_pem,
+            alipay_public_key_pem=alipay_public_pem,
+            gateway_url=gateway,
+            http=http,
+            clock=clock,
+        )
+        providers.alipay[app_id] = AlipayMiniProgramLogin(client)
+    providers.sms = _sms(settings, http=http, clock=clock)
     return providers
+
+
+def _sms(settings: Settings, *, http: httpx.AsyncClient, clock: Clock) -> SmsSender | None:
+    cfg = settings.sms
+    senders: list[SmsSender] = []
+    if settings.sandbox.mount and not cfg.providers:
+        from bootstrap import sandbox_accounts as demo
+
+        senders.append(
+            AliyunSmsSender(
+                access_key_id=demo.ALIYUN_KEY_ID,
+                access_key_secret=demo.ALIYUN_KEY_SECRET,
+                sign_name=demo.SMS_SIGN_NAME,
+                templates=demo.ALIYUN_TEMPLATE_CODES,
+                endpoint=sandbox_base(settings, "aliyun-sms") + "/",
+                http=http,
+                clock=clock,
+            )
+        )
+        senders.append(
+            TencentSmsSender(
+                secret_id=demo.TENCENT_SECRET_ID,
+                secret_key=demo.TENCENT_SECRET_KEY,
+                sdk_app_id=demo.TENCENT_SDK_APP_ID,
+                sign_name=demo.SMS_SIGN_NAME,
+                templates=demo.TENCENT_TEMPLATE_IDS,
+                endpoint=sandbox_base(settings, "tencent-sms") + "/",
+                http=http,
+                clock=clock,
+            )
+        )
+    for name in cfg.providers:
+        if name == "aliyun" and cfg.aliyun_access_key_secret is not None:
+            senders.append(
+                AliyunSmsSender(
+                    access_key_id=cfg.aliyun_access_key_id,
+                    access_key_secret=cfg.aliyun_access_key_secret.reveal(),
+                    sign_name=cfg.aliyun_sign_name,
+                    templates=cfg.aliyun_templates,
+                    endpoint=cfg.aliyun_endpoint,
+                    http=http,
+                    clock=clock,
+                )
+            )
+        elif name == "tencent" and cfg.tencent_secret_key is not None:
+            senders.append(
+                TencentSmsSender(
+                    secret_id=cfg.tencent_secret_id,
+                    secret_key=cfg.tencent_secret_key.reveal(),
+                    sdk_app_id=cfg.tencent_sdk_app_id,
+                    sign_name=cfg.tencent_sign_name,
+                    templates=cfg.tencent_templates,
+                    endpoint=cfg.tencent_endpoint,
+                    region=cfg.tencent_region,
+                    http=http,
+                    clock=clock,
+                )
+            )
+    if not senders:
+        return None
+    return senders[0] if len(senders) == 1 else FailoverSmsSender(senders)

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from bootstrap.clock import LocalOffsetStore, OffsetClock
 from domain.kernel.clock import ClockControl
+from sandbox.alipay import AlipaySimulator
 from sandbox.echo import EchoSimulator
 from sandbox.framework import SandboxContext, Simulator, build_sandbox_app, sandbox_route_handlers
+from sandbox.sms import AliyunSmsSimulator, TencentSmsSimulator
 from sandbox.wechat import WechatSimulator
 
 if TYPE_CHECKING:
@@ -19,7 +21,29 @@ if TYPE_CHECKING:
 
 def simulators() -> list[Simulator]:
     """Every simulator. Feature work adds its own here (HIS, WeChat, WeChat Pay, Alipay, SMS, push, card)."""
-    return [EchoSimulator(), WechatSimulator()]
+    from bootstrap import sandbox_accounts as demo
+
+    return [
+        EchoSimulator(),
+        WechatSimulator(),
+        AlipaySimulator(
+            apps={demo.ALIPAY_APP_ID: demo.public_pem(demo.alipay_app_private_key())},
+            alipay_private_key_pem=demo.alipay_platform_private_key(),
+        ),
+        AliyunSmsSimulator(
+            access_key_id=demo.ALIYUN_KEY_ID,
+            access_key_secret=demo.ALIYUN_KEY_SECRET,
+            sign_names=[demo.SMS_SIGN_NAME],
+            templates=demo.ALIYUN_TEMPLATES,
+        ),
+        TencentSmsSimulator(
+            secret_id=demo.TENCENT_SECRET_ID,
+            secret_key=demo.TENCENT_SECRET_KEY,
+            sdk_app_id=demo.TENCENT_SDK_APP_ID,
+            sign_names=[demo.SMS_SIGN_NAME],
+            templates=demo.TENCENT_TEMPLATES,
+        ),
+    ]
 
 
 Hook = Callable[[], Awaitable[Any]]

@@ -22,6 +22,7 @@ def create_celery(
     default_queue: str = "hsp",
     visibility_timeout_seconds: int = 3600,
     eager: bool = False,
+    broker_heartbeat: float | None = None,
 ) -> Celery:
     app = Celery("hsp", broker=broker_url, set_as_current=False)
     transport_options: dict[str, Any] = {}
@@ -38,6 +39,7 @@ def create_celery(
         task_default_queue=default_queue,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
+        broker_heartbeat=broker_heartbeat,
         timezone="UTC",
         enable_utc=True,
         task_always_eager=eager,

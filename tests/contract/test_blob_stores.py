@@ -82,7 +82,11 @@ class AesGcmFieldCipher:
     def decrypt(self, token: str, *, context: str) -> bytes:
         if not token.startswith("t1."):
             raise DecryptionError("unknown token")
-        return self._blobs.decrypt(base64.urlsafe_b64decode(token[3:]), context=context)
+        try:
+            sealed = base64.urlsafe_b64decode(token[3:])
+        except ValueError as exc:  # binascii.Error: a tampered token may not even be base64
+            raise DecryptionError("blob does not decrypt") from exc
+        return self._blobs.decrypt(sealed, context=context)
 
     def needs_rotation(self, token: str) -> bool:
         return False

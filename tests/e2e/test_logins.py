@@ -139,3 +139,58 @@ def test_first_operator_from_the_command_line_activates_with_totp_and_logs_in(li
         live.base_url + "/api/v1/auth/staff/login", json={"loginName": "admin", "password": "admin", "totp": "000000"}
     )
     assert default.status_code == 401
+
+
+def latest_sms_code(live: LiveServer, phone: str) -> str:
+    for provider in ("aliyun-sms", "tencent-sms"):
+        inbox = httpx.get(live.base_url + f"/sandbox/{provider}/test/inbox", params={"phone": phone}).json()
+        for entry in inbox["messages"]:  # newest first
+            params = entry["message"]["params"]
+            return str(params.get("code") or params["1"])
+    raise AssertionError(f"no SMS for {phone}")
+
+
+def test_app_login_by_sms_code_through_the_sms_simulator(live: LiveServer) -> None:
+    phone = "13500002222"
+    sent = httpx.post(live.base_url + "/api/v1/auth/sms/code", json={"phone": phone})
+    assert sent.status_code == 201, sent.text
+    code = latest_sms_code(live, phone)
+    assert re.fullmatch(r"\d{6}", code)
+    login = httpx.post(live.base_url + "/api/v1/auth/sms/login", json={"phone": phone, "code": code})
+    assert login.status_code == 201, login.text
+    assert login.json()["audience"] == "patient-app"
+    me = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(login.json()["accessToken"]))
+    assert me.json()["phoneMasked"] == "135****2222"
+
+
+def test_sms_fails_over_to_tencent_when_aliyun_is_down(live: LiveServer) -> None:
+    phone = "13500003333"
+    faults = {"inbound": {"errorRate": 1.0, "errorStatus": 500}}
+    assert httpx.put(live.base_url + "/sandbox/admin/aliyun-sms/faults", json=faults).status_code in (200, 201)
+    try:
+        sent = httpx.post(live.base_url + "/api/v1/auth/sms/code", json={"phone": phone})
+    finally:
+        httpx.delete(live.base_url + "/sandbox/admin/aliyun-sms/faults")
+    assert sent.status_code == 201, sent.text
+    tencent = httpx.get(live.base_url + "/sandbox/tencent-sms/test/inbox", params={"phone": phone}).json()
+    aliyun = httpx.get(live.base_url + "/sandbox/aliyun-sms/test/inbox", params={"phone": phone}).json()
+    assert len(tencent["messages"]) == 1, "delivered by the second provider"
+    assert aliyun["messages"] == []
+
+
+def test_alipay_login_through_the_alipay_simulator(live: LiveServer) -> None:
+    from bootstrap.sandbox_accounts import ALIPAY_APP_ID
+
+    issued = httpx.post(live.base_url + "/sandbox/alipay/test/auth-code", json={"appId": ALIPAY_APP_ID}).json()
+    login = httpx.post(
+        live.base_url + "/api/v1/auth/alipay/login", json={"appId": ALIPAY_APP_ID, "authCode": issued["authCode"]}
+    )
+    assert login.status_code == 201, login.text
+    assert login.json()["audience"] == "alipay-mp"
+    reused = httpx.post(
+        live.base_url + "/api/v1/auth/alipay/login", json={"appId": ALIPAY_APP_ID, "authCode": issued["authCode"]}
+    )
+    assert reused.status_code == 400
+    assert reused.json()["code"] == "auth.login_code_invalid"
+    me = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(login.json()["accessToken"]))
+    assert me.json()["identities"] == [{"provider": "alipay", "appId": ALIPAY_APP_ID}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
@@ -13,8 +14,10 @@ import sqlalchemy as sa
 from domain.account.model import StaffRole
 from domain.account.ports import AlipayIdentity
 from domain.account.use_cases import ClientContext
+from domain.kernel.ids import new_id
 from persistence.db import ConnectionSource
 from persistence.ephemeral.ratelimit import LimitsRateLimiter
+from persistence.ephemeral.redis_store import RedisEphemeralStore
 from tests.support.accounts import ALIPAY_APPID, WECHAT_APPID, AccountHarness, build_account_harness
 from tests.support.app import asgi_client
 
@@ -23,8 +26,17 @@ STRONG = "Correct-Horse-9-Battery"
 
 
 @pytest.fixture
-async def h(committed_source: ConnectionSource) -> AccountHarness:
-    return build_account_harness(committed_source)
+async def h(committed_source: ConnectionSource, redis_url: str, redis_prefix: str) -> AsyncIterator[AccountHarness]:
+    """The account service on the real PostgreSQL and the real Redis (sessions cache, counters, limits)."""
+    prefix = f"{redis_prefix}acct:{new_id()}:"
+    store = RedisEphemeralStore.from_url(redis_url, prefix=prefix)
+    yield build_account_harness(
+        committed_source, store=store, limiter=LimitsRateLimiter.redis(redis_url, prefix=prefix)
+    )
+    keys = [k async for k in store.client.scan_iter(match=prefix + "*")]
+    if keys:
+        await store.client.delete(*keys)
+    await store.close()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -58,7 +58,9 @@ class Digest:
 @pytest.fixture(params=sorted(BROKERS))
 def celery_setup(request: pytest.FixtureRequest, test_database: MigratedDatabase) -> Iterator[tuple[Any, LoopThread]]:
     queue = f"hsp-test-{new_id()}"
-    app = create_celery(BROKERS[request.param], default_queue=queue, visibility_timeout_seconds=30)
+    # A solo worker in a thread has no event hub: with AMQP heartbeats on, each poll waits out the heartbeat
+    # interval (about 10 s per test). Production workers (prefork, with the hub) keep heartbeats.
+    app = create_celery(BROKERS[request.param], default_queue=queue, visibility_timeout_seconds=30, broker_heartbeat=0)
     loop = LoopThread()
     engine = create_engine(DatabaseConfig(url=test_database.app_url, pool_size=2, max_overflow=2))
     runner = CeleryTaskRunner(app)

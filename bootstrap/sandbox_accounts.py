@@ -1,0 +1,46 @@
+"""The credentials and templates the simulators are configured with in the demo and tests. The same values
+configure our clients when the sandboxes are mounted, so both sides agree; none of them is a real secret."""
+
+from __future__ import annotations
+
+import functools
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+SMS_SIGN_NAME = "健康服务平台"
+ALIYUN_KEY_ID = "LTAIdemo0000000000000001"
+ALIYUN_KEY_SECRET = "demo0aliyun0secret0000000000001"
+ALIYUN_TEMPLATES = {"SMS_900000001": "您的登录验证码为${code}，${minutes}分钟内有效。请勿泄露给他人。"}
+ALIYUN_TEMPLATE_CODES = {"login_code": "SMS_900000001"}
+TENCENT_SECRET_ID = "AKIDdemo00000000000000000000001"
+TENCENT_SECRET_KEY = "demo0tencent0secret000000000001"
+TENCENT_SDK_APP_ID = "1400000001"
+TENCENT_TEMPLATES = {"900001": "{1}为您的登录验证码，请于{2}分钟内填写。如非本人操作，请忽略本短信。"}
+TENCENT_TEMPLATE_IDS = {"login_code": "900001"}
+
+ALIPAY_APP_ID = "9021000122600001"
+
+
+@functools.cache
+def alipay_app_private_key() -> bytes:
+    """The demo application's RSA key (generated once per process: the simulator runs in this process)."""
+    return _rsa_pem()
+
+
+@functools.cache
+def alipay_platform_private_key() -> bytes:
+    """The simulated Alipay's own RSA key."""
+    return _rsa_pem()
+
+
+def public_pem(private_pem: bytes) -> bytes:
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _rsa_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
