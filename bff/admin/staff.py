@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from bff.auth.guards import require_staff
 from bff.auth.principal import current_session
 from bff.auth.routes import _service, client_context
-from domain.account.model import StaffAccount, StaffRole
+from domain.account.model import PractitionerLink, StaffAccount, StaffRole
 from domain.kernel.errors import ValidationError
 
 
@@ -131,9 +131,61 @@ async def set_roles(
     return _out(staff, service.d.clock.now())
 
 
+class LinkIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    hospital_code: str
+    practitioner_id: str
+    roles: list[str]
+
+
+class LinksIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    links: list[LinkIn]
+
+
+class LinkOut(msgspec.Struct, rename="camel"):
+    hospital_code: str
+    practitioner_id: str
+    roles: list[str]
+
+
+class LinksOut(msgspec.Struct, rename="camel"):
+    staff_id: str
+    links: list[LinkOut]
+
+
+@put(
+    "/{staff_id:str}/links",
+    operation_id="adminStaffSetLinks",
+    summary="Link a staff account to practitioners at hospitals (replaces the links)",
+    guards=[require_staff("operator", "secadmin")],
+)
+async def set_links(
+    state: State, request: Request[Any, Any, Any], staff_id: FromPath[str], data: JSONBody[LinksIn]
+) -> LinksOut:
+    links = [
+        PractitionerLink(
+            hospital_code=link.hospital_code.strip()[:32],
+            practitioner_id=link.practitioner_id.strip()[:64],
+            roles=_roles(link.roles),
+        )
+        for link in data.links
+    ]
+    staff = await _service(state).set_staff_links(
+        current_session(request), staff_id, links, ctx=client_context(request)
+    )
+    return LinksOut(
+        staff_id=staff.id,
+        links=[
+            LinkOut(
+                hospital_code=x.hospital_code, practitioner_id=x.practitioner_id, roles=sorted(r.value for r in x.roles)
+            )
+            for x in staff.links
+        ],
+    )
+
+
 staff_admin_router = Router(
     path="/api/v1/admin/staff",
     tags=["admin"],
-    route_handlers=[create_staff, list_staff, set_roles],
+    route_handlers=[create_staff, list_staff, set_roles, set_links],
     security=[{"bearer": []}],
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, delete, get, post
@@ -22,6 +22,36 @@ from domain.kernel.ratelimit import RateLimit
 
 # ---------------------------------------------------------------- DTOs
 
+Phone = Annotated[
+    str,
+    msgspec.Meta(
+        description="中国大陆手机号 11 digits (+86, spaces, dashes, full-width accepted)", examples=["13800138000"]
+    ),
+]
+WxAppId = Annotated[str, msgspec.Meta(description="小程序 appid", examples=["wx0000000000demo1"])]
+WxCode = Annotated[
+    str,
+    msgspec.Meta(
+        description="wx.login / getPhoneNumber code, single use, 5 minutes",
+        examples=["0a3Xyz000abcdEFG1Hij2klm3NOp4QRs"],
+    ),
+]
+AlipayAppId = Annotated[str, msgspec.Meta(description="支付宝小程序 app id", examples=["9021000122600001"])]
+AlipayCode = Annotated[
+    str, msgspec.Meta(description="my.getAuthCode authCode, single use", examples=["4b203fe6c11548bcabd8da5bb087a83b"])
+]
+SmsCode = Annotated[str, msgspec.Meta(description="6-digit SMS code", examples=["493817"])]
+LoginName = Annotated[str, msgspec.Meta(description="staff login name", examples=["dr.wang"])]
+Totp = Annotated[str, msgspec.Meta(description="6-digit TOTP code", examples=["204519"])]
+Password = Annotated[str, msgspec.Meta(description="password", examples=["Correct-Horse-9-Battery"])]
+RefreshToken = Annotated[
+    str,
+    msgspec.Meta(
+        description="the refresh token from the last login or refresh",
+        examples=["rt1.7c9f0d2e4b1a4c6e8f00112233445566.q1w2e3r4t5y6"],
+    ),
+]
+
 
 class TokensOut(msgspec.Struct, rename="camel"):
     access_token: str
@@ -37,13 +67,13 @@ class TokensOut(msgspec.Struct, rename="camel"):
 
 
 class WechatLoginIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    appid: str = msgspec.field(name="appid")
-    code: str
+    appid: WxAppId = msgspec.field(name="appid")
+    code: WxCode
 
 
 class WechatPhoneIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    appid: str = msgspec.field(name="appid")
-    code: str
+    appid: WxAppId = msgspec.field(name="appid")
+    code: WxCode
 
 
 class PhoneBindOut(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -53,12 +83,12 @@ class PhoneBindOut(msgspec.Struct, rename="camel", omit_defaults=True):
 
 
 class AlipayLoginIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    app_id: str
-    auth_code: str
+    app_id: AlipayAppId
+    auth_code: AlipayCode
 
 
 class SmsCodeIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    phone: str
+    phone: Phone
     captcha_token: str | None = None
 
 
@@ -68,27 +98,27 @@ class SmsCodeOut(msgspec.Struct, rename="camel"):
 
 
 class SmsLoginIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    phone: str
-    code: str
+    phone: Phone
+    code: SmsCode
 
 
 class StaffLoginIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    login_name: str
-    password: str
-    totp: str
+    login_name: LoginName
+    password: Password
+    totp: Totp
 
 
 class StaffPasswordIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    login_name: str
-    password: str
-    totp: str
-    new_password: str
+    login_name: LoginName
+    password: Password
+    totp: Totp
+    new_password: Password
 
 
 class StaffActivateIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    login_name: str
+    login_name: LoginName
     activation_token: str
-    new_password: str
+    new_password: Password
 
 
 class StaffActivateOut(msgspec.Struct, rename="camel"):
@@ -97,13 +127,13 @@ class StaffActivateOut(msgspec.Struct, rename="camel"):
 
 
 class StaffActivateConfirmIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    login_name: str
+    login_name: LoginName
     activation_token: str
-    totp: str
+    totp: Totp
 
 
 class RefreshIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    refresh_token: str
+    refresh_token: RefreshToken
 
 
 class RevokedOut(msgspec.Struct, rename="camel"):

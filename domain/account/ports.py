@@ -9,6 +9,7 @@ from typing import Protocol
 
 from domain.account.model import (
     Identity,
+    PractitionerLink,
     Provider,
     RefreshGrant,
     ResidentAccount,
@@ -194,6 +195,8 @@ class AccountRepository(Protocol):
         ...
 
     async def list_staff(self, *, after: str | None, limit: int) -> Sequence[StaffAccount]: ...
+
+    async def replace_links(self, staff_id: str, links: Sequence[PractitionerLink]) -> None: ...
 
     # sessions
     async def add_session(self, session: Session) -> None: ...

@@ -16,6 +16,7 @@ from domain.account.model import (
     AccountKind,
     Audience,
     Identity,
+    PractitionerLink,
     Provider,
     RefreshGrant,
     ResidentAccount,
@@ -1122,6 +1123,52 @@ class AccountService:
             )
             await uow.commit()
         await self._forget_sessions(revoked)
+        return staff
+
+    async def set_staff_links(
+        self, actor: Session, staff_id: str, links: Sequence[PractitionerLink], *, ctx: ClientContext
+    ) -> StaffAccount:
+        """Operators link a staff account to practitioners at hospitals; doctor and pharmacist queries are
+        scoped through these links. A link's roles must be roles the account holds."""
+        if not {StaffRole.OPERATOR.value, StaffRole.SECURITY_ADMIN.value} & actor.roles:
+            raise ForbiddenError("operators only", code="staff.links_forbidden")
+        now = self._now()
+        async with self.d.uow_factory() as uow:
+            staff = await uow.accounts.staff(staff_id, for_update=True)
+            if staff is None:
+                raise StaffNotFoundError(staff_id)
+            clinical = staff.roles & {StaffRole.DOCTOR, StaffRole.PHARMACIST}
+            for link in links:
+                if not link.roles or not link.roles <= clinical:
+                    raise ValidationError(
+                        "a link's roles must be clinical roles the account holds",
+                        code="staff.link_roles_invalid",
+                        message="关联的执业角色必须是该账号已有的医生或药师角色",
+                    )
+            if len({(link.hospital_code, link.practitioner_id) for link in links}) != len(links):
+                raise ValidationError("duplicate link", code="staff.link_duplicate", message="存在重复的执业关联")
+            await uow.accounts.replace_links(staff.id, links)
+            await uow.audit.record(
+                self._audit(
+                    "staff.links_changed",
+                    Outcome.SUCCESS,
+                    ctx,
+                    actor=_actor(actor),
+                    object_type="staff",
+                    object_id=staff.id,
+                    details={"links": ",".join(f"{x.hospital_code}/{x.practitioner_id}" for x in links)},
+                ),
+                now=now,
+            )
+            await uow.commit()
+            updated = await self._reload_staff(staff.id)
+        return updated
+
+    async def _reload_staff(self, staff_id: str) -> StaffAccount:
+        async with self.d.uow_factory() as uow:
+            staff = await uow.accounts.staff(staff_id)
+        if staff is None:
+            raise StaffNotFoundError(staff_id)
         return staff
 
     async def staff_profile(self, session: Session) -> StaffAccount:

@@ -277,6 +277,18 @@ class SqlAccountRepository:
             result.append(staff)
         return result
 
+    async def replace_links(self, staff_id: str, links: Sequence[PractitionerLink]) -> None:
+        await self._c.execute(staff_links.delete().where(staff_links.c.staff_id == staff_id))
+        for link in links:
+            await self._c.execute(
+                staff_links.insert().values(
+                    staff_id=staff_id,
+                    hospital_code=link.hospital_code,
+                    practitioner_id=link.practitioner_id,
+                    roles=sorted(r.value for r in link.roles),
+                )
+            )
+
     # sessions ----------------------------------------------------------------
 
     async def add_session(self, session: Session) -> None:

@@ -30,6 +30,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "HSP_LOG__JSON": "true",
         "HSP_AUTH__ARGON2_MEMORY_KIB": "8192",
         "HSP_AUTH__ARGON2_TIME_COST": "1",
+        # The tests stand behind a "proxy" on loopback: each journey sends its own X-Forwarded-For address.
+        "HSP_HTTP__TRUSTED_PROXIES": '["127.0.0.0/8"]',
     }
     try:
         with run_bff(["serve"], env, log_dir=data) as server:

@@ -19,17 +19,21 @@ import pyotp
 from sandbox.wechat import DEMO_APPID
 from tests.support.live import BFF, ROOT, LiveServer
 
+# This module's residents and staff come from their own address, so that per-address login limits spent by
+# other test modules (the schemathesis run) do not touch them.
+client = httpx.Client(headers={"X-Forwarded-For": "198.51.100.77"}, timeout=30)
+
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
 def clock_now(live: LiveServer) -> datetime:
-    return datetime.fromisoformat(httpx.get(live.base_url + "/sandbox/admin/clock").json()["now"])
+    return datetime.fromisoformat(client.get(live.base_url + "/sandbox/admin/clock").json()["now"])
 
 
 def advance(live: LiveServer, seconds: float) -> None:
-    assert httpx.post(live.base_url + "/sandbox/admin/clock", json={"advanceSeconds": seconds}).status_code in (
+    assert client.post(live.base_url + "/sandbox/admin/clock", json={"advanceSeconds": seconds}).status_code in (
         200,
         201,
     )
@@ -37,7 +41,7 @@ def advance(live: LiveServer, seconds: float) -> None:
 
 def wechat_code(live: LiveServer, openid: str | None = None) -> dict[str, Any]:
     body = {"appid": DEMO_APPID} | ({"openid": openid} if openid else {})
-    response = httpx.post(live.base_url + "/sandbox/wechat/test/login-code", json=body)
+    response = client.post(live.base_url + "/sandbox/wechat/test/login-code", json=body)
     assert response.status_code in (200, 201), response.text
     result: dict[str, Any] = response.json()
     return result
@@ -45,27 +49,27 @@ def wechat_code(live: LiveServer, openid: str | None = None) -> dict[str, Any]:
 
 def test_wechat_login_me_refresh_logout(live: LiveServer) -> None:
     code = wechat_code(live)["code"]
-    login = httpx.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
+    login = client.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
     assert login.status_code == 201, login.text
     tokens = login.json()
-    me = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(tokens["accessToken"]))
+    me = client.get(live.base_url + "/api/v1/patient/me", headers=bearer(tokens["accessToken"]))
     assert me.status_code == 200
     assert me.json()["identities"][0]["provider"] == "wechat"
-    refreshed = httpx.post(live.base_url + "/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]})
+    refreshed = client.post(live.base_url + "/api/v1/auth/refresh", json={"refreshToken": tokens["refreshToken"]})
     assert refreshed.status_code == 201
-    out = httpx.post(live.base_url + "/api/v1/auth/logout", headers=bearer(refreshed.json()["accessToken"]))
+    out = client.post(live.base_url + "/api/v1/auth/logout", headers=bearer(refreshed.json()["accessToken"]))
     assert out.status_code == 204
-    after = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(refreshed.json()["accessToken"]))
+    after = client.get(live.base_url + "/api/v1/patient/me", headers=bearer(refreshed.json()["accessToken"]))
     assert after.status_code == 401
 
 
 def test_a_reused_or_expired_wechat_code_is_refused(live: LiveServer) -> None:
     code = wechat_code(live)["code"]
-    first = httpx.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
-    reused = httpx.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
+    first = client.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
+    reused = client.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": code})
     late_code = wechat_code(live)["code"]
     advance(live, 6 * 60)
-    expired = httpx.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": late_code})
+    expired = client.post(live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": late_code})
     assert first.status_code == 201
     for response in (reused, expired):
         assert response.status_code == 400
@@ -74,20 +78,20 @@ def test_a_reused_or_expired_wechat_code_is_refused(live: LiveServer) -> None:
 
 def test_wechat_phone_binding_through_the_simulator(live: LiveServer) -> None:
     issued = wechat_code(live)
-    tokens = httpx.post(
+    tokens = client.post(
         live.base_url + "/api/v1/auth/wechat/login", json={"appid": DEMO_APPID, "code": issued["code"]}
     ).json()
-    phone_code = httpx.post(
+    phone_code = client.post(
         live.base_url + "/sandbox/wechat/test/phone-code",
         json={"appid": DEMO_APPID, "openid": issued["openid"], "phone": "13600001111"},
     ).json()["code"]
-    bound = httpx.post(
+    bound = client.post(
         live.base_url + "/api/v1/auth/wechat/phone",
         json={"appid": DEMO_APPID, "code": phone_code},
         headers=bearer(tokens["accessToken"]),
     )
     assert bound.status_code == 201, bound.text
-    me = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(tokens["accessToken"])).json()
+    me = client.get(live.base_url + "/api/v1/patient/me", headers=bearer(tokens["accessToken"])).json()
     assert me["phoneMasked"] == "136****1111"
 
 
@@ -112,30 +116,30 @@ def test_first_operator_from_the_command_line_activates_with_totp_and_logs_in(li
     assert match, created.stdout
     token = match.group(1)
     password = "Operator-Pass-2026!"
-    started = httpx.post(
+    started = client.post(
         live.base_url + "/api/v1/auth/staff/activate",
         json={"loginName": "op.first", "activationToken": token, "newPassword": password},
     )
     assert started.status_code == 201, started.text
     totp = pyotp.TOTP(started.json()["totpSecret"])
-    confirm = httpx.post(
+    confirm = client.post(
         live.base_url + "/api/v1/auth/staff/activate/confirm",
         json={"loginName": "op.first", "activationToken": token, "totp": totp.at(clock_now(live))},
     )
     assert confirm.status_code == 204, confirm.text
     advance(live, 31)
-    login = httpx.post(
+    login = client.post(
         live.base_url + "/api/v1/auth/staff/login",
         json={"loginName": "op.first", "password": password, "totp": totp.at(clock_now(live))},
     )
     assert login.status_code == 201, login.text
-    me = httpx.get(live.base_url + "/api/v1/staff/me", headers=bearer(login.json()["accessToken"]))
+    me = client.get(live.base_url + "/api/v1/staff/me", headers=bearer(login.json()["accessToken"]))
     assert me.json()["roles"] == ["operator"]
-    staff_list = httpx.get(live.admin_url + "/api/v1/admin/staff", headers=bearer(login.json()["accessToken"]))
+    staff_list = client.get(live.admin_url + "/api/v1/admin/staff", headers=bearer(login.json()["accessToken"]))
     assert staff_list.status_code == 200
     assert [s["loginName"] for s in staff_list.json()["items"]] == ["op.first"]
     # No default accounts exist (SEC-A-01): a well-known admin/admin login fails like any other.
-    default = httpx.post(
+    default = client.post(
         live.base_url + "/api/v1/auth/staff/login", json={"loginName": "admin", "password": "admin", "totp": "000000"}
     )
     assert default.status_code == 401
@@ -143,7 +147,7 @@ def test_first_operator_from_the_command_line_activates_with_totp_and_logs_in(li
 
 def latest_sms_code(live: LiveServer, phone: str) -> str:
     for provider in ("aliyun-sms", "tencent-sms"):
-        inbox = httpx.get(live.base_url + f"/sandbox/{provider}/test/inbox", params={"phone": phone}).json()
+        inbox = client.get(live.base_url + f"/sandbox/{provider}/test/inbox", params={"phone": phone}).json()
         for entry in inbox["messages"]:  # newest first
             params = entry["message"]["params"]
             return str(params.get("code") or params["1"])
@@ -152,14 +156,14 @@ def latest_sms_code(live: LiveServer, phone: str) -> str:
 
 def test_app_login_by_sms_code_through_the_sms_simulator(live: LiveServer) -> None:
     phone = "13500002222"
-    sent = httpx.post(live.base_url + "/api/v1/auth/sms/code", json={"phone": phone})
+    sent = client.post(live.base_url + "/api/v1/auth/sms/code", json={"phone": phone})
     assert sent.status_code == 201, sent.text
     code = latest_sms_code(live, phone)
     assert re.fullmatch(r"\d{6}", code)
-    login = httpx.post(live.base_url + "/api/v1/auth/sms/login", json={"phone": phone, "code": code})
+    login = client.post(live.base_url + "/api/v1/auth/sms/login", json={"phone": phone, "code": code})
     assert login.status_code == 201, login.text
     assert login.json()["audience"] == "patient-app"
-    me = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(login.json()["accessToken"]))
+    me = client.get(live.base_url + "/api/v1/patient/me", headers=bearer(login.json()["accessToken"]))
     assert me.json()["phoneMasked"] == "135****2222"
 
 
@@ -168,12 +172,12 @@ def test_sms_fails_over_to_tencent_when_aliyun_is_down(live: LiveServer) -> None
     faults = {"inbound": {"errorRate": 1.0, "errorStatus": 500}}
     assert httpx.put(live.base_url + "/sandbox/admin/aliyun-sms/faults", json=faults).status_code in (200, 201)
     try:
-        sent = httpx.post(live.base_url + "/api/v1/auth/sms/code", json={"phone": phone})
+        sent = client.post(live.base_url + "/api/v1/auth/sms/code", json={"phone": phone})
     finally:
         httpx.delete(live.base_url + "/sandbox/admin/aliyun-sms/faults")
     assert sent.status_code == 201, sent.text
-    tencent = httpx.get(live.base_url + "/sandbox/tencent-sms/test/inbox", params={"phone": phone}).json()
-    aliyun = httpx.get(live.base_url + "/sandbox/aliyun-sms/test/inbox", params={"phone": phone}).json()
+    tencent = client.get(live.base_url + "/sandbox/tencent-sms/test/inbox", params={"phone": phone}).json()
+    aliyun = client.get(live.base_url + "/sandbox/aliyun-sms/test/inbox", params={"phone": phone}).json()
     assert len(tencent["messages"]) == 1, "delivered by the second provider"
     assert aliyun["messages"] == []
 
@@ -181,16 +185,16 @@ def test_sms_fails_over_to_tencent_when_aliyun_is_down(live: LiveServer) -> None
 def test_alipay_login_through_the_alipay_simulator(live: LiveServer) -> None:
     from bootstrap.sandbox_accounts import ALIPAY_APP_ID
 
-    issued = httpx.post(live.base_url + "/sandbox/alipay/test/auth-code", json={"appId": ALIPAY_APP_ID}).json()
-    login = httpx.post(
+    issued = client.post(live.base_url + "/sandbox/alipay/test/auth-code", json={"appId": ALIPAY_APP_ID}).json()
+    login = client.post(
         live.base_url + "/api/v1/auth/alipay/login", json={"appId": ALIPAY_APP_ID, "authCode": issued["authCode"]}
     )
     assert login.status_code == 201, login.text
     assert login.json()["audience"] == "alipay-mp"
-    reused = httpx.post(
+    reused = client.post(
         live.base_url + "/api/v1/auth/alipay/login", json={"appId": ALIPAY_APP_ID, "authCode": issued["authCode"]}
     )
     assert reused.status_code == 400
     assert reused.json()["code"] == "auth.login_code_invalid"
-    me = httpx.get(live.base_url + "/api/v1/patient/me", headers=bearer(login.json()["accessToken"]))
+    me = client.get(live.base_url + "/api/v1/patient/me", headers=bearer(login.json()["accessToken"]))
     assert me.json()["identities"] == [{"provider": "alipay", "appId": ALIPAY_APP_ID}]

@@ -574,3 +574,72 @@ async def test_sec_c_02_only_the_security_admin_changes_roles_and_it_is_audited(
         ).all()
     assert len(rows) == 1
     assert rows[0][1]["after"] == "pharmacist"
+
+
+class AlwaysAllow:
+    """A fake of the rate-limiter port, to reach the CAPTCHA rule without waiting out the resend window."""
+
+    async def hit(self, limit: object, key: str) -> object:
+        from domain.kernel.ratelimit import RateDecision
+
+        return RateDecision(allowed=True, remaining=1, retry_after_seconds=0)
+
+    async def reset(self, limit: object, key: str) -> None:
+        return None
+
+
+class Captcha:
+    async def verify(self, token: str, *, client_ip: str) -> bool:
+        return token == "solved"
+
+
+async def test_a_captcha_is_required_after_repeated_sends(committed_source: ConnectionSource) -> None:
+    h = build_account_harness(committed_source, limiter=AlwaysAllow(), extra_deps={"captcha": Captcha()})  # type: ignore[arg-type]
+    async with asgi_client(h.public) as client:
+        answers = [(await client.post("/api/v1/auth/sms/code", json={"phone": PHONE})).status_code for _ in range(3)]
+        fourth = await client.post("/api/v1/auth/sms/code", json={"phone": PHONE})
+        wrong = await client.post("/api/v1/auth/sms/code", json={"phone": PHONE, "captchaToken": "guess"})
+        solved = await client.post("/api/v1/auth/sms/code", json={"phone": PHONE, "captchaToken": "solved"})
+    assert answers == [201, 201, 201]
+    assert fourth.status_code == 429
+    assert fourth.json()["code"] == "auth.captcha_required"
+    assert wrong.json()["code"] == "auth.captcha_required"
+    assert solved.status_code == 201
+    assert len(h.sms.sent) == 4
+
+
+async def test_operators_link_doctors_to_practitioners_and_me_shows_them(h: AccountHarness) -> None:
+    op_secret = await make_staff(h, "op.links", frozenset({StaffRole.OPERATOR}))
+    dr_secret = await make_staff(h, "dr.zhou", frozenset({StaffRole.DOCTOR}))
+    async with asgi_client(h.public) as public:
+        op = (await staff_login(public, h, "op.links", op_secret)).json()
+        dr = (await staff_login(public, h, "dr.zhou", dr_secret)).json()
+        dr_me = (await public.get("/api/v1/staff/me", headers=bearer(dr["accessToken"]))).json()
+    async with asgi_client(h.admin) as admin:
+        ok = await admin.put(
+            f"/api/v1/admin/staff/{dr_me['accountId']}/links",
+            headers=bearer(op["accessToken"]),
+            json={
+                "links": [
+                    {"hospitalCode": "H001", "practitionerId": "P-778", "roles": ["doctor"]},
+                    {"hospitalCode": "H002", "practitionerId": "P-12", "roles": ["doctor"]},
+                ]
+            },
+        )
+        not_held = await admin.put(
+            f"/api/v1/admin/staff/{dr_me['accountId']}/links",
+            headers=bearer(op["accessToken"]),
+            json={"links": [{"hospitalCode": "H001", "practitionerId": "P-1", "roles": ["pharmacist"]}]},
+        )
+        by_doctor = await admin.put(
+            f"/api/v1/admin/staff/{dr_me['accountId']}/links", headers=bearer(dr["accessToken"]), json={"links": []}
+        )
+    async with asgi_client(h.public) as public:
+        me = (await public.get("/api/v1/staff/me", headers=bearer(dr["accessToken"]))).json()
+    assert ok.status_code == 200, ok.text
+    assert not_held.json()["code"] == "staff.link_roles_invalid"
+    assert by_doctor.status_code == 403
+    assert [(x["hospitalCode"], x["practitionerId"]) for x in sorted(me["links"], key=lambda x: x["hospitalCode"])] == [
+        ("H001", "P-778"),
+        ("H002", "P-12"),
+    ]
