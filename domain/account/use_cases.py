@@ -338,40 +338,60 @@ class AccountService:
                 await uow.accounts.add_identity(account.id, identity, now=now)
             elif account.merged_into is not None:
                 raise ConflictError("merged account still holds an identity", code="account.merged")
-            restriction = None if created else self._restriction_for(account)
-            await uow.accounts.touch_resident(account.id, now=now)
-            session, token = await self._open_session(
-                uow,
-                account_id=account.id,
-                kind=AccountKind.RESIDENT,
-                audience=audience,
-                ctx=ctx,
-                restriction=restriction,
-            )
-            await uow.audit.record(
-                self._audit(
-                    "auth.login",
-                    Outcome.SUCCESS,
-                    ctx,
-                    actor=f"account:{account.id}",
-                    role="resident",
-                    object_type="session",
-                    object_id=session.id,
-                    details={
-                        "method": method,
-                        "new_account": str(created).lower(),
-                        "restriction": restriction.value if restriction else "",
-                    },
-                ),
-                now=now,
-            )
-            await uow.outbox.add(
-                "account.logged_in",
-                {"accountId": account.id, "sessionId": session.id, "method": method, "newAccount": created},
-                now=now,
+            session, token = await self._finish_resident_login(
+                uow, account, created=created, audience=audience, ctx=ctx, method=method, details={}
             )
             await uow.commit()
         return LoginResult(session=session, refresh_token=token, new_account=created)
+
+    async def _finish_resident_login(
+        self,
+        uow: AccountUnitOfWork,
+        account: ResidentAccount,
+        *,
+        created: bool,
+        audience: Audience,
+        ctx: ClientContext,
+        method: str,
+        details: Mapping[str, str],
+    ) -> tuple[Session, str]:
+        """The tail every resident login shares: the dormancy check, the session, the audit row and the
+        ``account.logged_in`` event (a new device notice), in the caller's unit of work."""
+        now = self._now()
+        restriction = None if created else self._restriction_for(account)
+        await uow.accounts.touch_resident(account.id, now=now)
+        session, token = await self._open_session(
+            uow,
+            account_id=account.id,
+            kind=AccountKind.RESIDENT,
+            audience=audience,
+            ctx=ctx,
+            restriction=restriction,
+        )
+        await uow.audit.record(
+            self._audit(
+                "auth.login",
+                Outcome.SUCCESS,
+                ctx,
+                actor=f"account:{account.id}",
+                role="resident",
+                object_type="session",
+                object_id=session.id,
+                details={
+                    "method": method,
+                    "new_account": str(created).lower(),
+                    "restriction": restriction.value if restriction else "",
+                    **details,
+                },
+            ),
+            now=now,
+        )
+        await uow.outbox.add(
+            "account.logged_in",
+            {"accountId": account.id, "sessionId": session.id, "method": method, "newAccount": created},
+            now=now,
+        )
+        return session, token
 
     async def login_wechat(self, *, appid: str, code: str, ctx: ClientContext) -> LoginResult:
         client = self.d.wechat.get(appid)
@@ -503,37 +523,14 @@ class AccountService:
                 )
                 await uow.accounts.add_resident(account)
                 await uow.accounts.add_identity(account.id, Identity(Provider.PHONE, "", index), now=now)
-            restriction = None if created else self._restriction_for(account)
-            await uow.accounts.touch_resident(account.id, now=now)
-            session, token = await self._open_session(
+            session, token = await self._finish_resident_login(
                 uow,
-                account_id=account.id,
-                kind=AccountKind.RESIDENT,
+                account,
+                created=created,
                 audience=Audience.PATIENT_APP,
                 ctx=ctx,
-                restriction=restriction,
-            )
-            await uow.audit.record(
-                self._audit(
-                    "auth.login",
-                    Outcome.SUCCESS,
-                    ctx,
-                    actor=f"account:{account.id}",
-                    role="resident",
-                    object_type="session",
-                    object_id=session.id,
-                    details={
-                        "method": "sms",
-                        "new_account": str(created).lower(),
-                        "restriction": restriction.value if restriction else "",
-                    },
-                ),
-                now=now,
-            )
-            await uow.outbox.add(
-                "account.logged_in",
-                {"accountId": account.id, "sessionId": session.id, "method": "sms", "newAccount": created},
-                now=now,
+                method="sms",
+                details={"phone": mask_phone(number)},
             )
             await uow.commit()
         return LoginResult(session=session, refresh_token=token, new_account=created)

@@ -32,35 +32,11 @@ from integrations.alipay import (
 )
 from sandbox.alipay import METHODS, AlipaySimulator, GatewayCall, GatewayFailure, MethodHandler, business_failed, ok
 from sandbox.framework import SandboxContext, build_sandbox_app, run_standalone
+from tests.support.clock import ManualClock
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 APP_ID = "2021000000000001"
 OTHER_APP_ID = "2021000000000002"
-
-
-class ManualClock:
-    """A ClockControl that moves only when advanced."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self._start = start
-        self._offset = 0.0
-
-    def now(self) -> datetime:
-        return self._start + timedelta(seconds=self._offset)
-
-    @property
-    def offset_seconds(self) -> float:
-        return self._offset
-
-    async def sync(self) -> None:
-        return None
-
-    async def advance(self, seconds: float) -> datetime:
-        self._offset += seconds
-        return self.now()
-
-    def reset(self) -> None:
-        self._offset = 0.0
 
 
 @cache
@@ -157,7 +133,7 @@ class AlipaySandbox:
 @pytest.fixture(scope="module")
 async def served() -> AsyncIterator[AlipaySandbox]:
     """One simulator served for the module (starting a server per test would dominate the run time)."""
-    clock = ManualClock()
+    clock = ManualClock(START)
     ctx = SandboxContext(clock)
     simulator = AlipaySimulator(apps={APP_ID: public_pem("app")}, alipay_private_key_pem=private_pem("alipay"))
     app = build_sandbox_app([simulator], ctx, pump_interval=None)

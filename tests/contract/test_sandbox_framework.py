@@ -22,30 +22,9 @@ from sandbox.framework import (
     run_standalone,
     sandbox_route_handlers,
 )
+from tests.support.clock import ManualClock
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
-
-
-class ManualClock:
-    """A ClockControl that moves only when advanced."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self._start = start
-        self._offset = 0.0
-
-    def now(self) -> datetime:
-        return self._start + timedelta(seconds=self._offset)
-
-    @property
-    def offset_seconds(self) -> float:
-        return self._offset
-
-    async def sync(self) -> None:
-        return None
-
-    async def advance(self, seconds: float) -> datetime:
-        self._offset += seconds
-        return self.now()
 
 
 @dataclass
@@ -112,7 +91,7 @@ def receiver_app(receiver: Receiver) -> Litestar:
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[Sandbox]:
-    clock = ManualClock()
+    clock = ManualClock(START)
     ctx = SandboxContext(clock)
     echo = EchoSimulator()
     app = build_sandbox_app([echo], ctx, pump_interval=None)
@@ -339,7 +318,7 @@ async def test_delayed_callbacks_wait_for_the_shared_clock(sandbox: Sandbox, rec
 
 
 async def test_the_periodic_pump_delivers_when_the_clock_moves_elsewhere(receiver: Receiver) -> None:
-    clock = ManualClock()
+    clock = ManualClock(START)
     ctx = SandboxContext(clock)
     echo = EchoSimulator()
     app = build_sandbox_app([echo], ctx, pump_interval=0.02)
@@ -444,7 +423,7 @@ async def test_simulators_mount_inside_a_host_app(receiver: Receiver) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    clock = ManualClock()
+    clock = ManualClock(START)
     ctx = SandboxContext(clock)
     first, second = EchoSimulator(), EchoSimulator(name="echo-two")
     host = Litestar([healthz, *sandbox_route_handlers([first, second], ctx)])
@@ -465,7 +444,7 @@ async def test_simulators_mount_inside_a_host_app(receiver: Receiver) -> None:
 
 
 def test_simulator_names_are_checked() -> None:
-    ctx = SandboxContext(ManualClock())
+    ctx = SandboxContext(ManualClock(START))
     ctx.register(EchoSimulator())
     with pytest.raises(ValueError, match="already registered"):
         ctx.register(EchoSimulator())

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +20,7 @@ from integrations.sms import AliyunSmsSender, FailoverSmsSender, TencentSmsSende
 from integrations.sms.aliyun import percent_encode
 from sandbox.framework import SandboxContext, build_sandbox_app, run_standalone
 from sandbox.sms import AliyunSmsSimulator, TencentSmsSimulator
+from tests.support.clock import ManualClock
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -38,31 +39,6 @@ ILLEGAL_PHONE = "12345678901"
 BLACKLISTED_PHONE = "13700000000"
 CODE = "482913"
 PARAMS = {"code": CODE, "minutes": "5"}
-
-
-class ManualClock:
-    """A ClockControl that moves only when advanced."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self._start = start
-        self._offset = 0.0
-
-    def now(self) -> datetime:
-        return self._start + timedelta(seconds=self._offset)
-
-    @property
-    def offset_seconds(self) -> float:
-        return self._offset
-
-    async def sync(self) -> None:
-        return None
-
-    async def advance(self, seconds: float) -> datetime:
-        self._offset += seconds
-        return self.now()
-
-    def reset(self) -> None:
-        self._offset = 0.0
 
 
 @dataclass
@@ -155,7 +131,7 @@ class SmsServer:
 @pytest.fixture(scope="module")
 async def sms_server() -> AsyncIterator[SmsServer]:
     """One sandbox serving both simulators for the module; ``sms`` resets it before each test."""
-    shared = ManualClock()
+    shared = ManualClock(START)
     ctx = SandboxContext(shared)
     aliyun_sim = AliyunSmsSimulator(
         access_key_id=ALIYUN_KEY_ID,
@@ -200,7 +176,7 @@ async def sms(sms_server: SmsServer) -> SmsSandbox:
         admin=server.admin,
         http=server.http,
         shared_clock=server.shared_clock,
-        client_clock=ManualClock(),
+        client_clock=ManualClock(START),
         aliyun_sim=server.aliyun_sim,
         tencent_sim=server.tencent_sim,
     )
@@ -662,7 +638,7 @@ async def test_aliyun_malformed_or_unknown_answers_are_unavailable(status: int, 
             sign_name="s",
             templates={"t": "T"},
             http=http,
-            clock=ManualClock(),
+            clock=ManualClock(START),
         )
         with pytest.raises(ProviderUnavailableError) as caught:
             await sender.send(PHONE, "t", PARAMS)
@@ -701,7 +677,7 @@ async def test_tencent_malformed_or_unknown_answers(content: bytes, outcome: typ
             sign_name="s",
             templates={"t": "1"},
             http=http,
-            clock=ManualClock(),
+            clock=ManualClock(START),
         )
         with pytest.raises(outcome) as caught:
             await sender.send(PHONE, "t", PARAMS)

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,34 +33,10 @@ from integrations.wechat import (
 from persistence.ephemeral.memory_store import InMemoryEphemeralStore
 from sandbox.framework import NO_FAULTS, RequestRecord, SandboxContext, build_sandbox_app, run_standalone
 from sandbox.wechat import DEMO_APPID, DEMO_SECRET, SUBSCRIBE_STREAM, WechatAnswerError, WechatSimulator
+from tests.support.clock import ManualClock
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 TEMPLATE = "tmpl-visit-reminder"
-
-
-class ManualClock:
-    """A ClockControl that moves only when advanced."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self._start = start
-        self._offset = 0.0
-
-    def now(self) -> datetime:
-        return self._start + timedelta(seconds=self._offset)
-
-    @property
-    def offset_seconds(self) -> float:
-        return self._offset
-
-    async def sync(self) -> None:
-        return None
-
-    async def advance(self, seconds: float) -> datetime:
-        self._offset += seconds
-        return self.now()
-
-    def reset(self) -> None:
-        self._offset = 0.0
 
 
 @dataclass
@@ -139,7 +115,7 @@ class Server:
 @pytest.fixture(scope="module")
 async def server() -> AsyncIterator[Server]:
     """One simulator server for the module; ``sandbox`` resets it before each test."""
-    clock = ManualClock()
+    clock = ManualClock(START)
     ctx = SandboxContext(clock)
     simulator = WechatSimulator()
     app = build_sandbox_app([simulator], ctx, pump_interval=None)
@@ -322,7 +298,7 @@ async def test_concurrent_callers_on_a_cold_cache_refresh_once(sandbox: WechatSa
 
 
 async def test_expired_token_is_refreshed_and_the_call_retried(sandbox: WechatSandbox) -> None:
-    lagging = ManualClock()  # a process that has not yet reloaded the shared clock's offset
+    lagging = ManualClock(START)  # a process that has not yet reloaded the shared clock's offset
     client = sandbox.client(clock=lagging)
     old = await client.access_token()
     await sandbox.advance(2 * 3600)
