@@ -19,7 +19,9 @@ from litestar.static_files import create_static_files_router
 
 from bff.admin.staff import staff_admin_router
 from bff.auth.routes import AUTH_HANDLERS
+from bff.callbacks.his import his_push
 from bff.deps import BffDeps
+from bff.doctor.schedule import stop_session
 from bff.errors import EXCEPTION_HANDLERS
 from bff.meta import server_time
 from bff.middleware import (
@@ -30,6 +32,7 @@ from bff.middleware import (
     security_headers_hook,
 )
 from bff.ops.routes import OPS_HANDLERS
+from bff.patient.catalogue import catalogue_router
 
 TAGS = [
     Tag(name="meta", description="公共信息 Public facts for every front end"),
@@ -94,7 +97,7 @@ def create_app(deps: BffDeps, *, debug: bool = False) -> Litestar:
     """The public listener: resident and staff APIs, callbacks and (demo, test) the sandboxes."""
     startup, shutdown = _lifespan_hooks(deps)
     return Litestar(
-        route_handlers=[server_time, *AUTH_HANDLERS, *deps.public_handlers],
+        route_handlers=[server_time, *AUTH_HANDLERS, catalogue_router, stop_session, his_push, *deps.public_handlers],
         state=State({"deps": deps}),
         dependencies={"deps": Provide(lambda: deps, sync_to_thread=False)},
         middleware=_middleware(deps),

@@ -11,10 +11,13 @@ from litestar.types import ControllerRouterHandler
 
 from bff.auth.tokens import AccessTokens
 from domain.account.use_cases import AccountService
+from domain.catalogue.ports import HisPushReader
+from domain.catalogue.use_cases import CatalogueService
 from domain.kernel.clock import Clock, ClockControl
 from domain.kernel.idempotency import IdempotencyStore
 from domain.kernel.principal import Authenticator
 from domain.kernel.ratelimit import RateLimiter
+from domain.kernel.tasks import TaskRunner
 from domain.kernel.uow import UnitOfWorkFactory
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,6 +59,11 @@ class BffDeps:
     """Extra routers on the public listener (the sandboxes in demo and test)."""
     admin_handlers: Sequence[ControllerRouterHandler] = ()
     accounts: AccountService | None = None
+    catalogue: CatalogueService | None = None
+    his_push: HisPushReader | None = None
+    runner: TaskRunner | None = None
+    on_hospital_changed: Callable[[str], Awaitable[None]] | None = None
+    """Rebuilds the hospital's HIS adapter after its registry entry changed."""
     tokens: AccessTokens | None = None
     on_startup: Sequence[Callable[[], Awaitable[Any]]] = ()
     on_shutdown: Sequence[Callable[[], Awaitable[Any]]] = ()

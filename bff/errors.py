@@ -3,6 +3,7 @@ dotted ``code`` and a Chinese ``message`` the mini-program shows as is. 422 only
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import structlog
@@ -129,7 +130,10 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.error("unhandled_error", error_type=type(exc).__name__, path=request.scope.get("path_template"))
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/site-packages/" not in f.filename] or frames
+    where = f"{ours[-1].filename.rsplit('/', 2)[-2:]}:{ours[-1].lineno}" if ours else "?"
+    log.error("unhandled_error", error_type=type(exc).__name__, path=request.scope.get("path_template"), where=where)
     code, message = _HTTP_CODES[500]
     return problem(
         HTTP_500_INTERNAL_SERVER_ERROR,

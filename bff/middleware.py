@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import urllib.parse
 from typing import Any, cast
 
 import msgspec
@@ -46,6 +47,19 @@ def _header(scope: Scope, name: bytes) -> str | None:
             except UnicodeDecodeError:
                 return None
     return None
+
+
+def _unreadable(scope: Scope) -> bool:
+    """NUL, other C0 controls, or bytes that are not UTF-8, in the path or the query: no route wants them and
+    the database refuses them."""
+    raw = urllib.parse.unquote_to_bytes(bytes(scope.get("query_string", b"")))
+    try:
+        query = raw.decode("utf-8")
+        path = str(scope.get("path", ""))
+        path.encode("utf-8")
+    except UnicodeError:
+        return True
+    return any(ord(ch) < 32 and ch not in "\t" for ch in query + path)
 
 
 def state(scope: Scope) -> dict[str, Any]:
@@ -105,6 +119,21 @@ class EdgeMiddleware:
         st["client_ip"] = client_ip(
             peer[0] if peer else None, _header(scope, b"x-forwarded-for"), self.deps.config.trusted_proxies
         )
+        if _unreadable(scope):
+            await _send_problem(
+                scope,
+                receive,
+                send,
+                problem(
+                    400,
+                    code="request.bad_text",
+                    message="请求包含无法识别的字符",
+                    title="Bad request",
+                    detail="the path or query holds a NUL, a control character or invalid UTF-8",
+                    request_id=request_id,
+                ),
+            )
+            return
         if self.deps.clock_control is not None:
             await self.deps.clock_control.sync()
         structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -18,11 +18,13 @@ from bff.auth.principal import SessionAuthenticator
 from bff.auth.tokens import AccessTokens, SigningKeys
 from bff.deps import BffDeps, EdgeConfig
 from bootstrap.clock import LocalOffsetStore, OffsetClock, SystemClock
+from bootstrap.his import RegistryHisGateway
 from bootstrap.migrate import current_revision, head_revision
-from bootstrap.providers import build_login_providers
+from bootstrap.providers import build_his_adapter, build_login_providers, his_push_reader
 from bootstrap.settings import Secret, Settings
 from domain.account.rules import AccountPolicy, LockoutPolicy, PasswordPolicy, SessionPolicy, SmsCodePolicy
 from domain.account.use_cases import AccountDeps, AccountService
+from domain.catalogue.use_cases import CatalogueDeps, CatalogueService
 from domain.kernel.blobs import BlobStore, EncryptedBlobStore, FieldCipherBlobs
 from domain.kernel.clock import Clock, ClockControl
 from domain.kernel.crypto import CryptoSuite
@@ -191,6 +193,8 @@ class Container:
     openers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     accounts: AccountService | None = None
     tokens: AccessTokens | None = None
+    catalogue: CatalogueService | None = None
+    his_gateway: RegistryHisGateway | None = None
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     @property
@@ -209,6 +213,14 @@ class Container:
         head = head_revision()
         if current != head:
             raise RuntimeError(f"database at {current}, code expects {head}")
+
+    async def hospital_changed(self, code: str) -> None:
+        if self.his_gateway is not None and self.catalogue is not None:
+            await self.his_gateway.reload(self.catalogue, [code])
+
+    async def load_his_adapters(self) -> None:
+        if self.his_gateway is not None and self.catalogue is not None:
+            await self.his_gateway.reload(self.catalogue)
 
     async def refresh_metrics(self) -> None:
         from notifications.metrics import OUTBOX_LAG
@@ -326,6 +338,18 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         )
     )
     runtime.services["accounts"] = accounts
+    his_gateway = RegistryHisGateway(build_his_adapter(settings, http=http, clock=clock))
+    catalogue = CatalogueService(
+        CatalogueDeps(
+            uow_factory=unit_of_work_factory(source, cipher=crypto.cipher),
+            clock=clock,
+            gateway=his_gateway,
+            store=store,
+            health=his_gateway.health,
+        )
+    )
+    runtime.services["catalogue"] = catalogue
+    runtime.services["his_gateway"] = his_gateway
     tokens = AccessTokens(
         build_signing_keys(settings), clock=clock, ttl=timedelta(minutes=settings.auth.access_token_minutes)
     )
@@ -347,6 +371,8 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         openers=openers,
         accounts=accounts,
         tokens=tokens,
+        catalogue=catalogue,
+        his_gateway=his_gateway,
     )
 
 
@@ -369,7 +395,7 @@ def edge_config(settings: Settings) -> EdgeConfig:
 def build_apps(container: Container, *, extra_public: list[Any] | None = None) -> tuple[Litestar, Litestar]:
     settings = container.settings
     public_handlers: list[Any] = list(extra_public or [])
-    startup: list[Callable[[], Awaitable[Any]]] = list(container.openers)
+    startup: list[Callable[[], Awaitable[Any]]] = [*container.openers, container.load_his_adapters]
     shutdown: list[Callable[[], Awaitable[Any]]] = []
     if settings.sandbox.mount:
         from bootstrap.sandboxes import sandbox_mount
@@ -399,6 +425,10 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
         ),
         accounts=container.accounts,
         tokens=container.tokens,
+        catalogue=container.catalogue,
+        runner=container.runner,
+        his_push=his_push_reader(),
+        on_hospital_changed=container.hospital_changed,
         clock_control=container.clock_control,
         readiness=readiness,
         metrics_refresh=container.refresh_metrics,

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from bootstrap.his import AdapterBuilder
 from bootstrap.settings import Settings
 from domain.account.ports import AlipayMiniProgram, SmsSender, WechatMiniProgram
+from domain.catalogue.model import Hospital
+from domain.catalogue.ports import HisAdapter, HisPushReader
 from domain.kernel.clock import Clock
 from domain.kernel.ephemeral import EphemeralStore
 from integrations.alipay.client import AlipayClient, AlipayMiniProgramLogin
@@ -134,3 +137,16 @@ def _sms(settings: Settings, *, http: httpx.AsyncClient, clock: Clock) -> SmsSen
     if not senders:
         return None
     return senders[0] if len(senders) == 1 else FailoverSmsSender(senders)
+
+
+def build_his_adapter(settings: Settings, *, http: httpx.AsyncClient, clock: Clock) -> AdapterBuilder:
+    """How a hospital's registry entry becomes its HIS adapter (FHIR R4 for now)."""
+
+    def build(hospital: Hospital) -> HisAdapter | None:
+        return None
+
+    return build
+
+
+def his_push_reader() -> HisPushReader | None:
+    return None

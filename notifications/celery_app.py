@@ -44,7 +44,7 @@ def create_celery(
         enable_utc=True,
         task_always_eager=eager,
         beat_schedule={
-            entry.task: {"task": entry.task, "schedule": every(entry.every_seconds), "kwargs": dict(entry.kwargs)}
+            entry.name: {"task": entry.task, "schedule": every(entry.every_seconds), "kwargs": dict(entry.kwargs)}
             for entry in SCHEDULE
         },
     )

@@ -65,6 +65,12 @@ class ScheduleEntry:
     every_seconds: float
     kwargs: Mapping[str, Any]
 
+    @property
+    def name(self) -> str:
+        """Unique per task and arguments (one task may be scheduled with different arguments)."""
+        args = ",".join(f"{k}={v}" for k, v in sorted(self.kwargs.items()))
+        return f"{self.task}({args})"
+
 
 class InProcessBeat:
     """The demo's beat: fires each entry when the (possibly offset) clock has moved past its period."""
@@ -81,9 +87,9 @@ class InProcessBeat:
         now = self._clock.now()
         fired = []
         for entry in self._entries:
-            last = self._last.get(entry.task)
+            last = self._last.get(entry.name)
             if last is None or (now - last).total_seconds() >= entry.every_seconds:
-                self._last[entry.task] = now
+                self._last[entry.name] = now
                 await self._runner.enqueue(entry.task, entry.kwargs)
                 fired.append(entry.task)
         return fired

@@ -8,4 +8,6 @@ SCHEDULE: list[ScheduleEntry] = [
     ScheduleEntry("outbox.relay", 2.0, {}),
     ScheduleEntry("audit.seal", 60.0, {}),
     ScheduleEntry("idempotency.purge", 3600.0, {}),
+    ScheduleEntry("catalogue.sync", 300.0, {}),
+    ScheduleEntry("catalogue.sync", 86400.0, {"full": True}),
 ]

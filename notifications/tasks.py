@@ -83,3 +83,37 @@ async def audit_seal(runtime: WorkerRuntime, batch: int = 1000) -> int:
         grace_seconds=runtime.audit_grace_seconds,
         batch=batch,
     )
+
+
+@registry.task("catalogue.sync")
+async def catalogue_sync(runtime: WorkerRuntime, hospital_code: str | None = None, full: bool = False) -> int:
+    """Sync every active hospital (or one). One hospital that is down does not stop the others."""
+    from domain.catalogue.use_cases import CatalogueService
+    from domain.kernel.errors import DomainError
+
+    service: CatalogueService | None = runtime.services.get("catalogue")
+    if service is None:
+        return 0
+    gateway = runtime.services.get("his_gateway")
+    if gateway is not None:
+        await gateway.reload(service)  # hospitals added or changed since this process started
+    codes = [hospital_code] if hospital_code else [h.code for h in await service.hospitals(limit=1000)]
+    synced = 0
+    for code in codes:
+        try:
+            await service.sync_hospital(code, full=full)
+            synced += 1
+        except DomainError as exc:
+            log.warning("catalogue_sync_failed", hospital=code, error_code=exc.code)
+    return synced
+
+
+@registry.task("catalogue.refresh_sessions")
+async def catalogue_refresh_sessions(runtime: WorkerRuntime, hospital_code: str, session_ids: list[str]) -> int:
+    from domain.catalogue.use_cases import CatalogueService
+
+    service: CatalogueService | None = runtime.services.get("catalogue")
+    if service is None:
+        return 0
+    report = await service.refresh_sessions(hospital_code, session_ids)
+    return report.sessions_seen

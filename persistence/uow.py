@@ -7,10 +7,13 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
-from domain.kernel.errors import ConflictError
+from domain.kernel.crypto import FieldCipher
+from domain.kernel.errors import ConflictError, ValidationError
 from persistence.account.repository import SqlAccountRepository
+from persistence.catalogue.repository import SqlCatalogueRepository
 from persistence.db import ConnectionSource
 from persistence.kernel.audit import SqlAuditRepository
 from persistence.kernel.outbox import SqlOutboxRepository
@@ -20,11 +23,31 @@ class UnitOfWorkStateError(ConflictError):
     code = "uow.state"
 
 
+class UnstorableTextError(ValidationError):
+    code = "request.bad_text"
+    message = "请求包含无法识别的字符"
+
+
+_TEXT_REFUSALS = (
+    "invalid byte sequence",
+    "invalid input for query argument",
+    "unsupported unicode escape",
+    "surrogates not allowed",
+    "character with byte sequence",
+)
+
+
+def _is_text_refusal(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    return any(marker in text for marker in _TEXT_REFUSALS)
+
+
 class SqlUnitOfWork:
     """Implements ``domain.kernel.uow.UnitOfWork`` and, as features arrive, their repositories."""
 
-    def __init__(self, source: ConnectionSource) -> None:
+    def __init__(self, source: ConnectionSource, *, cipher: FieldCipher | None = None) -> None:
         self._source = source
+        self._cipher = cipher
         self._conn: AsyncConnection | None = None
         self._tx: AsyncTransaction | None = None
         self._owns_connection = False
@@ -32,6 +55,7 @@ class SqlUnitOfWork:
         self._outbox: SqlOutboxRepository | None = None
         self._audit: SqlAuditRepository | None = None
         self._accounts: SqlAccountRepository | None = None
+        self._catalogue: SqlCatalogueRepository | None = None
 
     @property
     def outbox(self) -> SqlOutboxRepository:
@@ -44,6 +68,12 @@ class SqlUnitOfWork:
         if self._accounts is None:
             raise UnitOfWorkStateError("the unit of work is not open")
         return self._accounts
+
+    @property
+    def catalogue(self) -> SqlCatalogueRepository:
+        if self._catalogue is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._catalogue
 
     @property
     def audit(self) -> SqlAuditRepository:
@@ -74,6 +104,7 @@ class SqlUnitOfWork:
         self._outbox = SqlOutboxRepository(self._conn)
         self._audit = SqlAuditRepository(self._conn)
         self._accounts = SqlAccountRepository(self._conn)
+        self._catalogue = SqlCatalogueRepository(self._conn, self._cipher)
         return self
 
     async def __aexit__(
@@ -88,6 +119,8 @@ class SqlUnitOfWork:
         finally:
             if self._owns_connection and self._conn is not None:
                 await self._conn.close()
+        if isinstance(exc, DBAPIError) and _is_text_refusal(exc):
+            raise UnstorableTextError("text the database cannot store") from None
 
     async def commit(self) -> None:
         if self._tx is None or self._done:
@@ -103,8 +136,8 @@ class SqlUnitOfWork:
             await self._tx.rollback()
 
 
-def unit_of_work_factory(source: ConnectionSource) -> Callable[[], SqlUnitOfWork]:
+def unit_of_work_factory(source: ConnectionSource, *, cipher: FieldCipher | None = None) -> Callable[[], SqlUnitOfWork]:
     def factory() -> SqlUnitOfWork:
-        return SqlUnitOfWork(source)
+        return SqlUnitOfWork(source, cipher=cipher)
 
     return factory

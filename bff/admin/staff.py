@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, get, post, put
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from bff.auth.guards import require_staff
 from bff.auth.principal import current_session
-from bff.auth.routes import _service, client_context
+from bff.auth.routes import client_context
+from bff.services import account_service as _service
 from domain.account.model import PractitionerLink, StaffAccount, StaffRole
 from domain.kernel.errors import ValidationError
 
@@ -104,7 +105,10 @@ async def create_staff(state: State, request: Request[Any, Any, Any], data: JSON
     guards=[require_staff("operator", "sysadmin", "secadmin", "auditadmin")],
 )
 async def list_staff(
-    state: State, request: Request[Any, Any, Any], after: FromQuery[str | None] = None, limit: FromQuery[int] = 50
+    state: State,
+    request: Request[Any, Any, Any],
+    after: FromQuery[str | None] = None,
+    limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
 ) -> StaffPageOut:
     service = _service(state)
     size = max(1, min(200, limit))

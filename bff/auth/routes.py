@@ -14,8 +14,9 @@ from bff.auth.guards import current_principal, require_resident, require_staff
 from bff.auth.principal import current_session
 from bff.deps import BffDeps
 from bff.middleware import state as scope_state
+from bff.services import account_service
 from domain.account.model import Audience, Identity, Session
-from domain.account.use_cases import AccountService, ClientContext, LoginResult
+from domain.account.use_cases import ClientContext, LoginResult
 from domain.kernel.ephemeral import EphemeralStoreUnavailableError
 from domain.kernel.errors import ForbiddenError, RateLimitedError, UnavailableError
 from domain.kernel.ratelimit import RateLimit
@@ -192,13 +193,6 @@ def _deps(state: State) -> BffDeps:
     return deps
 
 
-def _service(state: State) -> AccountService:
-    service = _deps(state).accounts
-    if service is None:
-        raise UnavailableError("accounts are not configured", code="auth.not_configured")
-    return service
-
-
 def client_context(request: Request[Any, Any, Any]) -> ClientContext:
     st = scope_state(request.scope)
     return ClientContext(
@@ -267,7 +261,7 @@ def _identity_out(identity: Identity) -> IdentityOut:
 @post("/wechat/login", operation_id="authWechatLogin", summary="WeChat mini-program login (wx.login code)")
 async def wechat_login(state: State, request: Request[Any, Any, Any], data: JSONBody[WechatLoginIn]) -> TokensOut:
     await enforce(state, request, "login-ip", 60, 60)
-    result = await _service(state).login_wechat(appid=data.appid, code=data.code, ctx=client_context(request))
+    result = await account_service(state).login_wechat(appid=data.appid, code=data.code, ctx=client_context(request))
     return tokens_out(state, result)
 
 
@@ -282,7 +276,7 @@ async def wechat_phone(state: State, request: Request[Any, Any, Any], data: JSON
     session = current_session(request)
     if session.audience is not Audience.WECHAT_MP:
         raise ForbiddenError("WeChat sessions only", code="auth.wrong_audience")
-    result = await _service(state).bind_wechat_phone(
+    result = await account_service(state).bind_wechat_phone(
         session, appid=data.appid, code=data.code, ctx=client_context(request)
     )
     if result is None:
@@ -293,7 +287,7 @@ async def wechat_phone(state: State, request: Request[Any, Any, Any], data: JSON
 @post("/alipay/login", operation_id="authAlipayLogin", summary="Alipay mini-program login (my.getAuthCode)")
 async def alipay_login(state: State, request: Request[Any, Any, Any], data: JSONBody[AlipayLoginIn]) -> TokensOut:
     await enforce(state, request, "login-ip", 60, 60)
-    result = await _service(state).login_alipay(
+    result = await account_service(state).login_alipay(
         app_id=data.app_id, auth_code=data.auth_code, ctx=client_context(request)
     )
     return tokens_out(state, result)
@@ -301,7 +295,7 @@ async def alipay_login(state: State, request: Request[Any, Any, Any], data: JSON
 
 @post("/sms/code", operation_id="authSmsSendCode", summary="Send a login code by SMS (patient app)")
 async def sms_code(state: State, request: Request[Any, Any, Any], data: JSONBody[SmsCodeIn]) -> SmsCodeOut:
-    service = _service(state)
+    service = account_service(state)
     expires = await service.send_sms_code(
         phone=data.phone, ctx=client_context(request), captcha_token=data.captcha_token
     )
@@ -311,7 +305,7 @@ async def sms_code(state: State, request: Request[Any, Any, Any], data: JSONBody
 @post("/sms/login", operation_id="authSmsLogin", summary="Log in with the SMS code (patient app)")
 async def sms_login(state: State, request: Request[Any, Any, Any], data: JSONBody[SmsLoginIn]) -> TokensOut:
     await enforce(state, request, "login-ip", 60, 60)
-    result = await _service(state).login_sms(phone=data.phone, code=data.code, ctx=client_context(request))
+    result = await account_service(state).login_sms(phone=data.phone, code=data.code, ctx=client_context(request))
     return tokens_out(state, result)
 
 
@@ -321,7 +315,7 @@ async def sms_login(state: State, request: Request[Any, Any, Any], data: JSONBod
 @post("/staff/login", operation_id="authStaffLogin", summary="Staff login: password and TOTP")
 async def staff_login(state: State, request: Request[Any, Any, Any], data: JSONBody[StaffLoginIn]) -> TokensOut:
     await enforce(state, request, "staff-login-ip", 20, 60)
-    result = await _service(state).staff_login(
+    result = await account_service(state).staff_login(
         login_name=data.login_name, password=data.password, totp_code=data.totp, ctx=client_context(request)
     )
     return tokens_out(state, result)
@@ -335,7 +329,7 @@ async def staff_login(state: State, request: Request[Any, Any, Any], data: JSONB
 )
 async def staff_password(state: State, request: Request[Any, Any, Any], data: JSONBody[StaffPasswordIn]) -> None:
     await enforce(state, request, "staff-login-ip", 20, 60)
-    await _service(state).change_staff_password(
+    await account_service(state).change_staff_password(
         login_name=data.login_name,
         password=data.password,
         totp_code=data.totp,
@@ -353,7 +347,7 @@ async def staff_activate(
     state: State, request: Request[Any, Any, Any], data: JSONBody[StaffActivateIn]
 ) -> StaffActivateOut:
     await enforce(state, request, "staff-login-ip", 20, 60)
-    enrolment = await _service(state).start_staff_activation(
+    enrolment = await account_service(state).start_staff_activation(
         login_name=data.login_name,
         token=data.activation_token,
         new_password=data.new_password,
@@ -372,7 +366,7 @@ async def staff_activate_confirm(
     state: State, request: Request[Any, Any, Any], data: JSONBody[StaffActivateConfirmIn]
 ) -> None:
     await enforce(state, request, "staff-login-ip", 20, 60)
-    await _service(state).finish_staff_activation(
+    await account_service(state).finish_staff_activation(
         login_name=data.login_name, token=data.activation_token, totp_code=data.totp, ctx=client_context(request)
     )
 
@@ -383,14 +377,14 @@ async def staff_activate_confirm(
 @post("/refresh", operation_id="authRefresh", summary="Rotate the refresh token; a reused one ends the session")
 async def refresh(state: State, request: Request[Any, Any, Any], data: JSONBody[RefreshIn]) -> TokensOut:
     await enforce(state, request, "refresh-ip", 120, 60)
-    result = await _service(state).refresh(refresh_token=data.refresh_token, ctx=client_context(request))
+    result = await account_service(state).refresh(refresh_token=data.refresh_token, ctx=client_context(request))
     return tokens_out(state, result)
 
 
 @post("/logout", operation_id="authLogout", summary="End this session", status_code=204, security=[{"bearer": []}])
 async def logout(state: State, request: Request[Any, Any, Any]) -> None:
     current_principal(request)
-    await _service(state).logout(current_session(request), ctx=client_context(request))
+    await account_service(state).logout(current_session(request), ctx=client_context(request))
 
 
 @post(
@@ -400,14 +394,14 @@ async def logout(state: State, request: Request[Any, Any, Any]) -> None:
     security=[{"bearer": []}],
 )
 async def logout_all(state: State, request: Request[Any, Any, Any]) -> RevokedOut:
-    count = await _service(state).logout_all(current_session(request), ctx=client_context(request))
+    count = await account_service(state).logout_all(current_session(request), ctx=client_context(request))
     return RevokedOut(revoked=count)
 
 
 @get("/sessions", operation_id="authSessions", summary="Active sessions of this account", security=[{"bearer": []}])
 async def sessions(state: State, request: Request[Any, Any, Any]) -> SessionsOut:
     session = current_session(request)
-    live = await _service(state).live_sessions(session)
+    live = await account_service(state).live_sessions(session)
     return SessionsOut(items=[_session_out(s, session.id) for s in live])
 
 
@@ -419,7 +413,7 @@ async def sessions(state: State, request: Request[Any, Any, Any]) -> SessionsOut
     security=[{"bearer": []}],
 )
 async def revoke_session(state: State, request: Request[Any, Any, Any], session_id: FromPath[str]) -> None:
-    await _service(state).revoke_session(current_session(request), session_id, ctx=client_context(request))
+    await account_service(state).revoke_session(current_session(request), session_id, ctx=client_context(request))
 
 
 auth_router = Router(
@@ -457,7 +451,7 @@ auth_router = Router(
 )
 async def patient_me(state: State, request: Request[Any, Any, Any]) -> ResidentMeOut:
     session = current_session(request)
-    profile = await _service(state).resident_profile(session)
+    profile = await account_service(state).resident_profile(session)
     return ResidentMeOut(
         account_id=profile.account.id,
         identities=[_identity_out(i) for i in profile.identities],
@@ -477,7 +471,7 @@ async def patient_me(state: State, request: Request[Any, Any, Any]) -> ResidentM
     security=[{"bearer": []}],
 )
 async def staff_me(state: State, request: Request[Any, Any, Any]) -> StaffMeOut:
-    staff = await _service(state).staff_profile(current_session(request))
+    staff = await account_service(state).staff_profile(current_session(request))
     return StaffMeOut(
         account_id=staff.id,
         login_name=staff.login_name,

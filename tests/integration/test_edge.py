@@ -3,6 +3,8 @@ request ids, rate limits with Retry-After, the admin listener (DESIGN D7, D8).""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from bff.deps import EdgeConfig
@@ -202,3 +204,24 @@ async def test_the_docs_are_off_unless_enabled(uow_source: ConnectionSource) -> 
         assert (await client.get("/docs")).status_code == 404
         assert (await client.get("/docs/assets/swagger-ui-bundle.js")).status_code == 404
         assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.parametrize("query", ["q=%00", "q=a%00b", "q=%ff%fe", "q=%01"])
+async def test_unreadable_text_in_the_query_is_400(uow_source: ConnectionSource, query: str) -> None:
+    app, _, _ = build_test_apps(uow_source)
+    async with asgi_client(app) as client:
+        response = await client.get("/api/v1/meta/time?" + query)
+    assert response.status_code == 400
+    assert response.json()["code"] == "request.bad_text"
+
+
+async def test_text_the_database_refuses_in_a_body_is_400_not_500(committed_source: ConnectionSource) -> None:
+    from persistence.uow import SqlUnitOfWork, UnstorableTextError
+
+    async def write() -> None:
+        async with SqlUnitOfWork(committed_source) as uow:
+            await uow.outbox.add("test.nul", {"text": "a"}, now=datetime.now(UTC), key="bad\x00key")
+
+    with pytest.raises(UnstorableTextError) as caught:
+        await write()
+    assert caught.value.status == 400

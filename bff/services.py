@@ -1,0 +1,29 @@
+"""Accessors for the feature services the composition root hands the edge (shared by every audience)."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+
+from bff.deps import BffDeps
+from domain.account.use_cases import AccountService
+from domain.catalogue.use_cases import CatalogueService
+from domain.kernel.errors import UnavailableError
+
+
+def deps_of(state: State) -> BffDeps:
+    deps: BffDeps = state.deps
+    return deps
+
+
+def account_service(state: State) -> AccountService:
+    service = deps_of(state).accounts
+    if service is None:
+        raise UnavailableError("accounts are not configured", code="auth.not_configured")
+    return service
+
+
+def catalogue_service(state: State) -> CatalogueService:
+    service = deps_of(state).catalogue
+    if service is None:
+        raise UnavailableError("the catalogue is not configured", code="catalogue.not_configured")
+    return service
