@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -195,6 +196,7 @@ class Container:
     tokens: AccessTokens | None = None
     catalogue: CatalogueService | None = None
     his_gateway: RegistryHisGateway | None = None
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     @property
@@ -398,12 +400,20 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
     startup: list[Callable[[], Awaitable[Any]]] = [*container.openers, container.load_his_adapters]
     shutdown: list[Callable[[], Awaitable[Any]]] = []
     if settings.sandbox.mount:
+        from bootstrap.demo_seed import register_sandbox_hospitals, start_initial_sync
         from bootstrap.sandboxes import sandbox_mount
 
         routers, sandbox_start, sandbox_stop = sandbox_mount(container)
         public_handlers.extend(routers)
         startup.extend(sandbox_start)
         shutdown.extend(sandbox_stop)
+
+        async def seed() -> None:
+            await register_sandbox_hospitals(container)
+            await container.load_his_adapters()
+            start_initial_sync(container)
+
+        startup.append(seed)
     if container.beat is not None:
         startup.append(container.beat.start)
     readiness: dict[str, Callable[[], Awaitable[None]]] = {

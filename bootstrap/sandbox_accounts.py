@@ -44,3 +44,26 @@ def _rsa_pem() -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+# The sandbox HIS's hospitals, as an operator would register them (fictional city 云岭市, fictional region codes).
+HIS_HOSPITALS = {
+    "H001": {
+        "name": "云岭市第一人民医院",
+        "level": "tertiary",
+        "region": "539901",
+        "secret": "demo-his-push-secret-h001",
+    },
+    "H002": {
+        "name": "云岭市西山区人民医院",
+        "level": "secondary",
+        "region": "539902",
+        "secret": "demo-his-push-secret-h002",
+    },
+    "H003": {
+        "name": "云岭市西山区桃源社区卫生服务中心",
+        "level": "primary",
+        "region": "539902",
+        "secret": "demo-his-push-secret-h003",
+    },
+}

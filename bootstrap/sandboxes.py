@@ -12,6 +12,7 @@ from domain.kernel.clock import ClockControl
 from sandbox.alipay import AlipaySimulator
 from sandbox.echo import EchoSimulator
 from sandbox.framework import SandboxContext, Simulator, build_sandbox_app, sandbox_route_handlers
+from sandbox.his import HisSimulator
 from sandbox.sms import AliyunSmsSimulator, TencentSmsSimulator
 from sandbox.wechat import WechatSimulator
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from bootstrap.container import Container
 
 
-def simulators() -> list[Simulator]:
+def simulators(callback_base_url: str | None = None) -> list[Simulator]:
     """Every simulator. Feature work adds its own here (HIS, WeChat, WeChat Pay, Alipay, SMS, push, card)."""
     from bootstrap import sandbox_accounts as demo
 
@@ -35,6 +36,11 @@ def simulators() -> list[Simulator]:
             access_key_secret=demo.ALIYUN_KEY_SECRET,
             sign_names=[demo.SMS_SIGN_NAME],
             templates=demo.ALIYUN_TEMPLATES,
+        ),
+        HisSimulator(
+            subscription_secrets={code: info["secret"] for code, info in demo.HIS_HOSPITALS.items()},
+            callback_base_url=callback_base_url,
+            lock_minutes=20,  # longer than the 15-minute payment deadline (APT-009)
         ),
         TencentSmsSimulator(
             secret_id=demo.TENCENT_SECRET_ID,
@@ -57,7 +63,7 @@ def sandbox_mount(container: Container) -> tuple[list[Any], list[Hook], list[Hoo
     if container.clock_control is None:
         raise RuntimeError("sandboxes need the shared offset clock (HSP_CLOCK__MODE=offset)")
     ctx = SandboxContext(container.clock_control)
-    sims = simulators()
+    sims = simulators(settings.http.public_base_url.rstrip("/"))
     for sim in sims:
         ctx.register(sim)
     container.runtime.services["sandbox"] = ctx
