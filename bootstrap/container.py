@@ -36,6 +36,7 @@ from integrations.crypto.keys import Keyring, generate_keyring_config
 from integrations.crypto.passwords import Argon2PasswordHasher
 from integrations.crypto.suite import build_suite
 from integrations.crypto.totp import PyotpTotp
+from integrations.his.gateway import ResilientHisGateway
 from integrations.storage.filesystem import FilesystemBlobStore
 from notifications.dispatch import InProcessBeat, InProcessTaskRunner, TaskRunnerDispatcher
 from notifications.runtime import WorkerRuntime
@@ -340,7 +341,9 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         )
     )
     runtime.services["accounts"] = accounts
-    his_gateway = RegistryHisGateway(build_his_adapter(settings, http=http, clock=clock))
+    his_gateway = RegistryHisGateway(
+        build_his_adapter(settings, http=http, clock=clock), ResilientHisGateway(clock=clock)
+    )
     catalogue = CatalogueService(
         CatalogueDeps(
             uow_factory=unit_of_work_factory(source, cipher=crypto.cipher),

@@ -1,4 +1,5 @@
-"""The HIS gateway: one adapter per hospital in the registry, rebuilt when an operator changes the hospital."""
+"""The HIS gateway: one adapter per hospital in the registry, behind per-hospital resilience (timeouts, retries
+for reads, a circuit breaker, a concurrency limit), rebuilt when an operator changes the hospital."""
 
 from __future__ import annotations
 
@@ -7,27 +8,29 @@ from collections.abc import Callable, Sequence
 from domain.catalogue.model import Hospital
 from domain.catalogue.ports import HisAdapter, HisUnavailableError
 from domain.catalogue.use_cases import CatalogueService
+from domain.kernel.errors import NotFoundError
+from integrations.his.gateway import ResilientHisGateway
 
 AdapterBuilder = Callable[[Hospital], HisAdapter | None]
 
 
 class RegistryHisGateway:
-    def __init__(self, build: AdapterBuilder) -> None:
+    def __init__(self, build: AdapterBuilder, resilient: ResilientHisGateway) -> None:
         self._build = build
-        self._adapters: dict[str, HisAdapter] = {}
+        self._resilient = resilient
 
     def for_hospital(self, hospital_code: str) -> HisAdapter:
-        adapter = self._adapters.get(hospital_code)
-        if adapter is None:
-            raise HisUnavailableError(f"no HIS adapter for {hospital_code}", code="his.not_configured")
-        return adapter
+        try:
+            return self._resilient.for_hospital(hospital_code)
+        except NotFoundError:
+            raise HisUnavailableError(f"no HIS adapter for {hospital_code}", code="his.not_configured") from None
 
     def register(self, hospital: Hospital) -> None:
         adapter = self._build(hospital) if hospital.active else None
-        if adapter is None:
-            self._adapters.pop(hospital.code, None)
-        else:
-            self._adapters[hospital.code] = adapter
+        if hospital.code in self._resilient.hospital_codes:
+            self._resilient.unregister(hospital.code)
+        if adapter is not None:
+            self._resilient.register(adapter)
 
     async def reload(self, service: CatalogueService, codes: Sequence[str] | None = None) -> int:
         hospitals = (
@@ -37,8 +40,7 @@ class RegistryHisGateway:
         )
         for hospital in hospitals:
             self.register(hospital)
-        return len(self._adapters)
+        return len(self._resilient.hospital_codes)
 
     def health(self) -> list[object]:
-        reporter = getattr(self, "_health", None)
-        return list(reporter()) if callable(reporter) else []
+        return list(self._resilient.health())

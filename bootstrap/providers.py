@@ -15,6 +15,8 @@ from domain.catalogue.ports import HisAdapter, HisPushReader
 from domain.kernel.clock import Clock
 from domain.kernel.ephemeral import EphemeralStore
 from integrations.alipay.client import AlipayClient, AlipayMiniProgramLogin
+from integrations.his.fhir import FhirHisAdapter
+from integrations.his.push import FhirPushReader
 from integrations.sms.aliyun import AliyunSmsSender
 from integrations.sms.failover import FailoverSmsSender
 from integrations.sms.tencent import TencentSmsSender
@@ -143,10 +145,15 @@ def build_his_adapter(settings: Settings, *, http: httpx.AsyncClient, clock: Clo
     """How a hospital's registry entry becomes its HIS adapter (FHIR R4 for now)."""
 
     def build(hospital: Hospital) -> HisAdapter | None:
-        return None
+        if hospital.adapter != "fhir":
+            return None
+        base_url = hospital.adapter_settings.get("base_url")
+        if not base_url:
+            return None
+        return FhirHisAdapter(hospital_code=hospital.code, base_url=base_url, http=http, clock=clock)
 
     return build
 
 
-def his_push_reader() -> HisPushReader | None:
-    return None
+def his_push_reader() -> HisPushReader:
+    return FhirPushReader()

@@ -115,5 +115,8 @@ async def catalogue_refresh_sessions(runtime: WorkerRuntime, hospital_code: str,
     service: CatalogueService | None = runtime.services.get("catalogue")
     if service is None:
         return 0
+    gateway = runtime.services.get("his_gateway")
+    if gateway is not None:
+        await gateway.reload(service, [hospital_code])
     report = await service.refresh_sessions(hospital_code, session_ids)
     return report.sessions_seen

@@ -23,6 +23,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "HSP_DB__OWNER_URL": db.owner_url,
         "HSP_REDIS__URL": REDIS_URL,
         "HSP_REDIS__PREFIX": f"hsp-test-live:{new_id()}:",
+        "HSP_BROKER__TASK_DEFAULT_QUEUE": f"hsp-e2e-{new_id()}",
         "HSP_CLOCK__MODE": "offset",
         "HSP_SANDBOX__MOUNT": "true",
         "HSP_DEMO__DATA_DIR": str(data),
@@ -34,7 +35,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "HSP_HTTP__TRUSTED_PROXIES": '["127.0.0.0/8"]',
     }
     try:
-        with run_bff(["serve"], env, log_dir=data) as server:
+        with run_bff(["serve"], env, log_dir=data, worker=True) as server:
             yield server
     finally:
         drop_test_database(name)

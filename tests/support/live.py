@@ -42,7 +42,7 @@ def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 @contextmanager
 def run_bff(
-    args: list[str], env: Mapping[str, str], *, log_dir: Path, ready_timeout: float = 90.0
+    args: list[str], env: Mapping[str, str], *, log_dir: Path, ready_timeout: float = 90.0, worker: bool = False
 ) -> Iterator[LiveServer]:
     port, admin_port = free_port(), free_port()
     log_path = log_dir / f"bff-{port}.log"
@@ -56,18 +56,32 @@ def run_bff(
         argv = [BFF, *args, "--port", str(port), "--admin-port", str(admin_port)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    workers: list[subprocess.Popen[bytes]] = []
+    if worker:
+        with open(log_dir / f"worker-{port}.log", "wb") as wlog:
+            workers.append(
+                subprocess.Popen(
+                    [BFF, "worker", "--pool", "solo", "--concurrency", "1"],
+                    cwd=ROOT,
+                    env=full_env,
+                    stdout=wlog,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     hsp_env = {k: v for k, v in full_env.items() if k.startswith("HSP_")}
     server = LiveServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log_path, hsp_env)
     try:
         _wait_ready(server, ready_timeout)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        for proc in [process, *workers]:
+            proc.terminate()
+        for proc in [process, *workers]:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
 
 
 def _wait_ready(server: LiveServer, timeout: float) -> None:
@@ -85,3 +99,46 @@ def _wait_ready(server: LiveServer, timeout: float) -> None:
             last = type(exc).__name__
         time.sleep(0.2)
     raise RuntimeError(f"bff not ready after {timeout}s ({last}): {server.log_path.read_text()[-3000:]}")
+
+
+def operator_token(server: LiveServer, login_name: str, client: httpx.Client) -> str:
+    """Create an operator with ``bff admin create-operator``, activate it with TOTP, log in; the access token."""
+    import re
+    from datetime import datetime
+
+    import pyotp
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HSP_")} | server.env
+    created = subprocess.run(
+        [BFF, "admin", "create-operator", "--login-name", login_name],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    match = re.search(r"\): (\S+)\n", created.stdout)
+    assert match, created.stdout
+    token, password = match.group(1), "Operator-Pass-2026!"
+
+    def now() -> datetime:
+        return datetime.fromisoformat(client.get(server.base_url + "/sandbox/admin/clock").json()["now"])
+
+    started = client.post(
+        server.base_url + "/api/v1/auth/staff/activate",
+        json={"loginName": login_name, "activationToken": token, "newPassword": password},
+    )
+    totp = pyotp.TOTP(started.json()["totpSecret"])
+    client.post(
+        server.base_url + "/api/v1/auth/staff/activate/confirm",
+        json={"loginName": login_name, "activationToken": token, "totp": totp.at(now())},
+    )
+    client.post(server.base_url + "/sandbox/admin/clock", json={"advanceSeconds": 31})
+    login = client.post(
+        server.base_url + "/api/v1/auth/staff/login",
+        json={"loginName": login_name, "password": password, "totp": totp.at(now())},
+    )
+    assert login.status_code == 201, login.text
+    access: str = login.json()["accessToken"]
+    return access

@@ -1,0 +1,355 @@
+"""The FHIR R4 HIS adapter over real HTTP against the sandbox HIS (docs/his-fhir-profile.md), plus its error
+mapping against scripted answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from domain.catalogue.model import SessionStatus
+from domain.catalogue.ports import HisAdapter, HisRejectedError, HisUnavailableError
+from domain.kernel.clock import Clock
+from integrations.his import FhirHisAdapter, ResiliencePolicy, ResilientHisGateway
+from integrations.resilience import Backoff, BreakerState
+from sandbox.framework import SandboxContext, build_sandbox_app, run_standalone
+from sandbox.his import HisSimulator
+from tests.contract.his_contract import (
+    DAYS,
+    HisAdapterContract,
+    new_patient,
+    new_person,
+    open_slot,
+    today_of,
+)
+from tests.support.clock import ManualClock
+
+START = datetime(2025, 3, 2, 22, 0, tzinfo=UTC)
+"""Monday 3 March 2025, 06:00 in China: today's morning clinics are still ahead."""
+
+
+@dataclass
+class HisSandbox:
+    url: str
+    http: httpx.AsyncClient
+    clock: ManualClock
+    simulator: HisSimulator
+    sent: list[httpx.Request] = field(default_factory=list)
+
+    def base(self, hospital: str = "H001") -> str:
+        return f"{self.url}/sandbox/his/{hospital}/fhir"
+
+    def adapter(self, hospital: str = "H001", **options: Any) -> FhirHisAdapter:
+        return FhirHisAdapter(
+            hospital_code=hospital, base_url=self.base(hospital), http=self.http, clock=self.clock, **options
+        )
+
+    async def switch(self, hospital: str, *, online: bool) -> None:
+        answer = await self.http.put(f"{self.url}/sandbox/his/test/{hospital}/online", json={"online": online})
+        assert answer.status_code == 200, answer.text
+
+    async def faults(self, inbound: dict[str, Any]) -> None:
+        answer = await self.http.put(f"{self.url}/sandbox/admin/his/faults", json={"inbound": inbound})
+        assert answer.status_code == 200, answer.text
+
+
+@pytest.fixture
+async def his_sandbox() -> AsyncIterator[HisSandbox]:
+    clock = ManualClock(START)
+    simulator = HisSimulator(days_ahead=DAYS)
+    app = build_sandbox_app([simulator], SandboxContext(clock), pump_interval=None)
+    sent: list[httpx.Request] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(request)
+
+    async with (
+        run_standalone(app) as url,
+        httpx.AsyncClient(trust_env=False, timeout=5.0, event_hooks={"request": [record]}) as http,
+    ):
+        yield HisSandbox(url=url, http=http, clock=clock, simulator=simulator, sent=sent)
+
+
+@pytest.fixture
+def his_clock(his_sandbox: HisSandbox) -> Clock:
+    return his_sandbox.clock
+
+
+@pytest.fixture
+def his_adapter(his_sandbox: HisSandbox) -> HisAdapter:
+    return his_sandbox.adapter()
+
+
+class TestFhirAdapterContract(HisAdapterContract):
+    """The FHIR adapter, straight."""
+
+
+class TestFhirAdapterBehindTheGatewayContract(HisAdapterContract):
+    """The same adapter as the application gets it: behind the resilient gateway."""
+
+    @pytest.fixture
+    def his_adapter(self, his_sandbox: HisSandbox) -> HisAdapter:
+        gateway = ResilientHisGateway(clock=his_sandbox.clock, adapters=[his_sandbox.adapter()])
+        return gateway.for_hospital("H001")
+
+
+# --- the profile over HTTP ---------------------------------------------------------------------------------
+
+
+async def test_fees_are_exact_fen_and_days_are_days_in_china(his_sandbox: HisSandbox) -> None:
+    today = today_of(his_sandbox.clock)
+    sessions = await his_sandbox.adapter().sessions(today, today)
+    answer = await his_sandbox.http.get(f"{his_sandbox.url}/sandbox/his/test/H001/sessions", params={"day": str(today)})
+    truth = {s["id"]: s for s in json.loads(answer.content, parse_float=Decimal)["sessions"]}
+    assert {s.id for s in sessions} == set(truth)
+    for session in sessions:
+        assert session.fee_fen == int(Decimal(truth[session.id]["fee"]) * 100)
+        assert session.day == today
+        assert session.status is (SessionStatus.OPEN if truth[session.id]["active"] else SessionStatus.STOPPED)
+        assert [s.capacity for s in session.slots] == [s["capacity"] for s in truth[session.id]["slots"]]
+        assert [s.his_booked for s in session.slots] == [s["booked"] for s in truth[session.id]["slots"]]
+        assert all(slot.start.tzinfo is UTC for slot in session.slots)
+
+
+async def test_paging_follows_next_links(his_sandbox: HisSandbox) -> None:
+    small, large = his_sandbox.adapter(page_size=4), his_sandbox.adapter(page_size=1000)
+    today = today_of(his_sandbox.clock)
+    assert await small.departments() == await large.departments()
+    assert await small.doctors() == await large.doctors()
+    assert await small.sessions(today, today + timedelta(days=1)) == await large.sessions(
+        today, today + timedelta(days=1)
+    )
+    pages = [r for r in his_sandbox.sent if r.url.path.endswith("/Schedule") and "_offset" in r.url.params]
+    assert pages, "the small page size made the adapter follow next links"
+
+
+async def test_every_sandbox_hospital_reads(his_sandbox: HisSandbox) -> None:
+    for hospital in ("H001", "H002", "H003"):
+        adapter = his_sandbox.adapter(hospital)
+        organization = await adapter.organization()
+        assert organization.hospital_code == hospital
+        assert organization.level is not None
+        departments = await adapter.departments()
+        doctors = await adapter.doctors()
+        assert departments
+        assert doctors
+        assert sum(d.on_leave for d in doctors) <= 4
+
+
+async def test_request_key_and_conditional_create_on_the_wire(his_sandbox: HisSandbox) -> None:
+    adapter = his_sandbox.adapter()
+    person = new_person()
+    patid = await adapter.find_or_create(person, key="p-1")
+    create = next(r for r in his_sandbox.sent if r.method == "POST" and r.url.path.endswith("/Patient"))
+    assert create.headers["if-none-exist"] == f"identifier=urn:oid:2.16.156.10011.1.3|{person.id_number}"
+    assert create.headers["content-type"] == "application/fhir+json"
+    _, slot = await open_slot(adapter, his_sandbox.clock)
+    await adapter.confirm(slot.id, patid=patid, key="confirm-7")
+    post = next(r for r in his_sandbox.sent if r.method == "POST" and r.url.path.endswith("/Appointment"))
+    body = json.loads(post.content)
+    assert body["identifier"] == [{"system": "urn:hsp:request-key", "value": "confirm-7"}]
+    assert body["status"] == "booked"
+    assert body["slot"] == [{"reference": f"Slot/{slot.id}"}]
+    assert body["participant"][0]["actor"]["identifier"] == {"system": "urn:hsp:patid", "value": patid}
+
+
+async def test_no_patient_identifier_reaches_logs_or_errors(
+    his_sandbox: HisSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    adapter = his_sandbox.adapter()
+    person = new_person(name="保密患者")
+    assert person.id_number is not None
+    patid = await adapter.find_or_create(person, key="p")
+    _, slot = await open_slot(adapter, his_sandbox.clock, fewest_left=True)
+    errors: list[str] = []
+    for _ in range(slot.capacity - slot.his_booked + 1):
+        try:
+            await adapter.confirm(slot.id, patid=await new_patient(adapter), key=f"k-{_}")
+        except HisRejectedError as exc:
+            errors.append(str(exc) + exc.detail + exc.message)
+    with pytest.raises(HisRejectedError) as caught:
+        await adapter.lock(slot.id, patid=patid, key="late")
+    errors.append(str(caught.value) + caught.value.detail)
+    assert errors
+    # Ours at every level, everyone's from INFO up (httpcore's DEBUG traces echo raw headers: never on in production).
+    logged = "\n".join(
+        record.getMessage()
+        for record in caplog.records
+        if record.name.startswith("integrations") or record.levelno >= logging.INFO
+    )
+    assert "HIS H001 create Appointment (lock): HTTP 409 (conflict)" in logged
+    for secret in (person.id_number, person.name, patid):
+        assert secret not in logged
+        assert all(secret not in error for error in errors)
+
+
+# --- resilience over HTTP ----------------------------------------------------------------------------------
+
+
+async def test_a_his_switched_off_trips_its_breaker_and_recovers(his_sandbox: HisSandbox) -> None:
+    policy = ResiliencePolicy(failure_threshold=2, reset_after_seconds=30, read_attempts=1)
+    gateway = ResilientHisGateway(
+        clock=his_sandbox.clock, policy=policy, adapters=[his_sandbox.adapter("H001"), his_sandbox.adapter("H002")]
+    )
+    await his_sandbox.switch("H001", online=False)
+    for _ in range(2):
+        with pytest.raises(HisUnavailableError) as caught:
+            await gateway.for_hospital("H001").departments()
+        assert (caught.value.code, caught.value.retry_after) == ("his.server_error", 60)
+    with pytest.raises(HisUnavailableError) as fast:
+        await gateway.for_hospital("H001").departments()
+    assert fast.value.code == "his.circuit_open"
+    assert await gateway.for_hospital("H002").departments()  # the other hospital is untouched
+    health = {h.hospital_code: h for h in gateway.health()}
+    assert health["H001"].breaker is BreakerState.OPEN
+    assert health["H002"].breaker is BreakerState.CLOSED
+
+    await his_sandbox.switch("H001", online=True)
+    await his_sandbox.clock.advance(30)
+    assert await gateway.for_hospital("H001").departments()
+    assert gateway.health()[0].breaker is BreakerState.CLOSED
+
+
+async def test_timeouts_and_throttling_over_http(his_sandbox: HisSandbox) -> None:
+    await his_sandbox.faults({"pathPrefix": "/H001/fhir/HealthcareService", "timeoutRate": 1.0, "timeoutSeconds": 0.5})
+    with pytest.raises(HisUnavailableError) as timed_out:
+        await his_sandbox.adapter(timeout_seconds=0.1).departments()
+    assert timed_out.value.code == "his.timeout"
+
+    await his_sandbox.faults({"pathPrefix": "/H001/fhir/HealthcareService", "errorRate": 1.0, "errorStatus": 429})
+    with pytest.raises(HisUnavailableError) as throttled:
+        await his_sandbox.adapter().departments()
+    assert throttled.value.code == "his.throttled"
+
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    policy = ResiliencePolicy(read_attempts=3, backoff=Backoff(base_seconds=0.1, jitter=0.0))
+    gateway = ResilientHisGateway(clock=his_sandbox.clock, policy=policy, adapters=[his_sandbox.adapter()], sleep=sleep)
+    with pytest.raises(HisUnavailableError):
+        await gateway.for_hospital("H001").departments()
+    assert pauses == [0.1, 0.2]  # a read retried twice with backoff
+    await his_sandbox.faults({})
+    assert await gateway.for_hospital("H001").departments()
+
+
+# --- error mapping against scripted answers ----------------------------------------------------------------
+
+BASE = "https://his.example/fhir"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def scripted(handler: Handler, **options: Any) -> FhirHisAdapter:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return FhirHisAdapter(hospital_code="H9", base_url=BASE, http=http, clock=ManualClock(START), **options)
+
+
+def outcome(status: int, code: str, headers: dict[str, str] | None = None) -> Handler:
+    body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": "秘密"}]}
+    return lambda request: httpx.Response(status, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("status", "issue", "headers", "error", "code", "retry_after"),
+    [
+        (404, "not-found", None, HisRejectedError, "his.not_found", None),
+        (409, "conflict", None, HisRejectedError, "his.slot_full", None),
+        (412, "multiple-matches", None, HisRejectedError, "his.ambiguous_match", None),
+        (422, "business-rule", None, HisRejectedError, "his.business_rule", None),
+        (400, "invalid", None, HisRejectedError, "his.bad_request", None),
+        (429, "throttled", {"Retry-After": "7"}, HisUnavailableError, "his.throttled", 7),
+        (500, "exception", None, HisUnavailableError, "his.server_error", None),
+        (503, "transient", {"Retry-After": "60"}, HisUnavailableError, "his.server_error", 60),
+        (401, "login", None, HisUnavailableError, "his.bad_response", None),
+    ],
+)
+async def test_http_statuses_map_to_categories(
+    status: int, issue: str, headers: dict[str, str] | None, error: type[Exception], code: str, retry_after: int | None
+) -> None:
+    adapter = scripted(outcome(status, issue, headers))
+    with pytest.raises(error) as caught:
+        await adapter.lock("S1", patid="100000001", key="k")
+    assert getattr(caught.value, "code", None) == code
+    if retry_after is not None:
+        assert getattr(caught.value, "retry_after", None) == retry_after
+    assert "秘密" not in str(caught.value)  # the HIS's free text stays out
+    assert "100000001" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [(httpx.ReadTimeout("slow"), "his.timeout"), (httpx.ConnectError("refused"), "his.transport")],
+)
+async def test_transport_failures_are_unavailable(exc: Exception, code: str) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    with pytest.raises(HisUnavailableError) as caught:
+        await scripted(fail).departments()
+    assert caught.value.code == code
+
+
+def _searchset(next_url: str | None) -> dict[str, Any]:
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    if next_url:
+        bundle["link"] = [{"relation": "next", "url": next_url}]
+    return bundle
+
+
+async def test_a_paging_loop_is_cut() -> None:
+    adapter = scripted(lambda request: httpx.Response(200, json=_searchset(f"{BASE}/HealthcareService?page=2")))
+    with pytest.raises(HisUnavailableError) as caught:
+        await adapter.departments()
+    assert caught.value.code == "his.bad_response"
+    assert "paging does not end" in caught.value.detail
+
+
+async def test_a_next_link_leaving_the_base_is_refused() -> None:
+    adapter = scripted(lambda request: httpx.Response(200, json=_searchset("https://elsewhere.example/fhir/x")))
+    with pytest.raises(HisUnavailableError) as caught:
+        await adapter.departments()
+    assert "leaves the FHIR base" in caught.value.detail
+
+
+async def test_answers_breaking_the_profile_are_bad_responses() -> None:
+    with pytest.raises(HisUnavailableError) as not_json:
+        await scripted(lambda request: httpx.Response(200, content=b"<html>")).departments()
+    assert not_json.value.code == "his.bad_response"
+
+    slot = {"resourceType": "Slot", "id": "s", "schedule": {"reference": "Schedule/x"}, "status": "free"}
+    schedule = {
+        "resourceType": "Schedule",
+        "id": "x",
+        "identifier": [{"system": "urn:hsp:session", "value": "S1"}],
+        "actor": [{"identifier": {"system": "urn:hsp:department", "value": "D1"}}],
+        "planningHorizon": {"start": "2025-03-03T08:00:00+08:00", "end": "2025-03-03T12:00:00+08:00"},
+        "extension": [{"url": "period", "valueCode": "morning"}, {"url": "fee", "valueMoney": {"value": 10}}],
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        found = slot if request.url.path.endswith("/Slot") else schedule
+        return httpx.Response(200, json={**_searchset(None), "entry": [{"resource": found}]})
+
+    with pytest.raises(HisUnavailableError) as no_start:
+        await scripted(answer).session("S1")
+    assert no_start.value.code == "his.bad_response"
+    assert no_start.value.detail.endswith("Slot.start: is required")
+
+
+async def test_a_patient_without_any_document_is_not_created_blindly() -> None:
+    adapter = scripted(lambda request: httpx.Response(500))
+    from domain.catalogue.model import PatientDocument
+    from domain.kernel.errors import ValidationError
+
+    with pytest.raises(ValidationError):
+        await adapter.find_or_create(PatientDocument("无证件", "F", date(2020, 1, 1)), key="k")
