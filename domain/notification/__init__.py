@@ -1,0 +1,1 @@
+"""Notifications: which channel, which template, when; delivered once and recorded."""

@@ -1,0 +1,202 @@
+"""Message templates per event and channel, in Chinese, with typed variables (issue: notifications).
+
+WeChat subscribe messages refuse values that break their keyword's rule (errcode 47003), so each field is
+checked, or fitted where a shorter form keeps the meaning (a ``thing`` is cut to 20 characters with an
+ellipsis), before anything is sent. The rules follow WeChat's published keyword table for subscribe messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from string import Formatter
+
+from domain.kernel.errors import ValidationError
+from domain.notification.model import Channel, EventClass
+
+
+class FieldKind(StrEnum):
+    THING = "thing"  # <= 20 characters
+    NUMBER = "number"  # <= 32 digits, may have a decimal point
+    LETTER = "letter"  # <= 32 letters
+    SYMBOL = "symbol"  # <= 5 symbols
+    CHARACTER_STRING = "character_string"  # <= 32 letters, digits and symbols
+    TIME = "time"  # 24-hour time, optionally with a date
+    DATE = "date"
+    AMOUNT = "amount"  # a number with at most 2 decimals, optional currency sign or 元
+    PHONE_NUMBER = "phone_number"  # <= 17 digits and symbols
+    NAME = "name"  # <= 10 Chinese characters or 20 letters
+    PHRASE = "phrase"  # <= 5 Chinese characters
+
+
+class TemplateValueError(ValidationError):
+    code = "notification.template_value_invalid"
+    message = "消息内容不符合模板要求"
+
+
+_CJK = re.compile(r"^[\u4e00-\u9fff]+$")
+_RULES: dict[FieldKind, re.Pattern[str]] = {
+    FieldKind.NUMBER: re.compile(r"^\d{1,32}(\.\d+)?$"),
+    FieldKind.LETTER: re.compile(r"^[A-Za-z]{1,32}$"),
+    FieldKind.SYMBOL: re.compile(r"^[^\w\s]{1,5}$"),
+    FieldKind.CHARACTER_STRING: re.compile(r"^[\x21-\x7e]{1,32}$"),
+    FieldKind.TIME: re.compile(
+        r"^(\d{4}年\d{1,2}月\d{1,2}日 |\d{4}-\d{2}-\d{2} )?([01]?\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"
+    ),
+    FieldKind.DATE: re.compile(r"^(\d{4}年\d{1,2}月\d{1,2}日|\d{4}-\d{2}-\d{2})( ([01]?\d|2[0-3]):[0-5]\d)?$"),
+    FieldKind.AMOUNT: re.compile(r"^[¥￥]?\d{1,10}(\.\d{1,2})?元?$"),
+    FieldKind.PHONE_NUMBER: re.compile(r"^[\d+\-() ]{1,17}$"),
+}
+
+
+def fit_field(kind: FieldKind, value: str) -> str:
+    """The value as WeChat will accept it, or TemplateValueError."""
+    text = value.strip()
+    if not text:
+        raise TemplateValueError(f"empty {kind.value}")
+    if kind is FieldKind.THING:
+        return text if len(text) <= 20 else text[:19] + "…"
+    if kind is FieldKind.NAME:
+        limit = 10 if _CJK.match(text) else 20
+        if len(text) > limit:
+            raise TemplateValueError(f"name longer than {limit}")
+        return text
+    if kind is FieldKind.PHRASE:
+        if len(text) > 5 or not _CJK.match(text):
+            raise TemplateValueError("a phrase is at most 5 Chinese characters")
+        return text
+    if not _RULES[kind].match(text):
+        raise TemplateValueError(f"not a valid {kind.value}")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class WechatField:
+    key: str
+    """The template's keyword, e.g. ``thing1``, ``time2``."""
+    kind: FieldKind
+    source: str
+    """A template variable, or a literal text prefixed ``=``."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationTemplate:
+    event: str
+    event_class: EventClass
+    variables: tuple[str, ...]
+    title: str
+    body: str
+    """Chinese text with ``{variable}`` placeholders, used by SMS and push."""
+    sms_template: str | None = None
+    """Our SMS template name (each provider maps it to its approved template)."""
+    wechat_template: str | None = None
+    """The name of the WeChat subscribe template in configuration (its id differs per mini-program)."""
+    wechat_fields: tuple[WechatField, ...] = ()
+    page: str | None = None
+
+    def __post_init__(self) -> None:
+        used = {name for _, name, _, _ in Formatter().parse(self.title + self.body) if name}
+        sources = {f.source for f in self.wechat_fields if not f.source.startswith("=")}
+        unknown = (used | sources) - set(self.variables)
+        if unknown:
+            raise ValueError(f"template {self.event} uses undeclared variables {sorted(unknown)}")
+
+    @property
+    def channels(self) -> frozenset[Channel]:
+        found = {Channel.APP_PUSH, Channel.ALIPAY_MESSAGE}
+        if self.sms_template:
+            found.add(Channel.SMS)
+        if self.wechat_template:
+            found.add(Channel.WECHAT_SUBSCRIBE)
+        return frozenset(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    channel: Channel
+    title: str
+    body: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """WeChat keyword values, or the SMS template parameters in order."""
+
+
+class TemplateRegistry:
+    def __init__(self) -> None:
+        self._templates: dict[str, NotificationTemplate] = {}
+
+    def register(self, template: NotificationTemplate) -> NotificationTemplate:
+        if template.event in self._templates:
+            raise ValueError(f"a template for {template.event} exists")
+        self._templates[template.event] = template
+        return template
+
+    def get(self, event: str) -> NotificationTemplate:
+        template = self._templates.get(event)
+        if template is None:
+            raise KeyError(f"no template for {event}")
+        return template
+
+    def events(self) -> list[str]:
+        return sorted(self._templates)
+
+    def render(self, event: str, channel: Channel, values: Mapping[str, str]) -> Rendered:
+        template = self.get(event)
+        missing = [v for v in template.variables if v not in values]
+        if missing:
+            raise TemplateValueError(f"missing variables {missing}")
+        text = {k: str(values[k]) for k in template.variables}
+        title, body = template.title.format(**text), template.body.format(**text)
+        if channel is Channel.WECHAT_SUBSCRIBE:
+            if not template.wechat_template:
+                raise TemplateValueError(f"{event} has no WeChat template")
+            fields = {
+                f.key: fit_field(f.kind, f.source[1:] if f.source.startswith("=") else text[f.source])
+                for f in template.wechat_fields
+            }
+            return Rendered(channel, title, body, fields)
+        if channel is Channel.SMS:
+            if not template.sms_template:
+                raise TemplateValueError(f"{event} has no SMS template")
+            return Rendered(channel, title, body, {k: text[k] for k in template.variables})
+        return Rendered(channel, title, body)
+
+
+REGISTRY = TemplateRegistry()
+"""The product's templates; each feature registers its own events here."""
+
+NEW_DEVICE = REGISTRY.register(
+    NotificationTemplate(
+        event="account.logged_in",
+        event_class=EventClass.TRANSACTIONAL,
+        variables=("time", "device"),
+        title="账号登录提醒",
+        body="您的账号于{time}在新设备（{device}）登录。如非本人操作，请立即退出所有设备并联系客服。",
+        sms_template="new_device",
+        wechat_template="security_notice",
+        wechat_fields=(
+            WechatField("thing1", FieldKind.THING, "=新设备登录"),
+            WechatField("time2", FieldKind.TIME, "time"),
+            WechatField("thing3", FieldKind.THING, "device"),
+        ),
+        page="pages/account/sessions",
+    )
+)
+PHONE_BOUND = REGISTRY.register(
+    NotificationTemplate(
+        event="account.phone_bound",
+        event_class=EventClass.TRANSACTIONAL,
+        variables=("time", "phone"),
+        title="手机号绑定成功",
+        body="您的账号已于{time}绑定手机号{phone}。",
+        sms_template="phone_bound",
+        wechat_template="security_notice",
+        wechat_fields=(
+            WechatField("thing1", FieldKind.THING, "=手机号绑定"),
+            WechatField("time2", FieldKind.TIME, "time"),
+            WechatField("thing3", FieldKind.THING, "phone"),
+        ),
+        page="pages/account/index",
+    )
+)
