@@ -34,6 +34,7 @@ from bff.middleware import (
 )
 from bff.ops.routes import OPS_HANDLERS
 from bff.patient.catalogue import catalogue_router
+from bff.patient.notifications import notifications_router
 
 TAGS = [
     Tag(name="meta", description="公共信息 Public facts for every front end"),
@@ -98,7 +99,15 @@ def create_app(deps: BffDeps, *, debug: bool = False) -> Litestar:
     """The public listener: resident and staff APIs, callbacks and (demo, test) the sandboxes."""
     startup, shutdown = _lifespan_hooks(deps)
     return Litestar(
-        route_handlers=[server_time, *AUTH_HANDLERS, catalogue_router, stop_session, his_push, *deps.public_handlers],
+        route_handlers=[
+            server_time,
+            *AUTH_HANDLERS,
+            catalogue_router,
+            notifications_router,
+            stop_session,
+            his_push,
+            *deps.public_handlers,
+        ],
         state=State({"deps": deps}),
         dependencies={"deps": Provide(lambda: deps, sync_to_thread=False)},
         middleware=_middleware(deps),

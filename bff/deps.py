@@ -19,6 +19,7 @@ from domain.kernel.principal import Authenticator
 from domain.kernel.ratelimit import RateLimiter
 from domain.kernel.tasks import TaskRunner
 from domain.kernel.uow import UnitOfWorkFactory
+from domain.notification.use_cases import NotificationService
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -60,6 +61,7 @@ class BffDeps:
     admin_handlers: Sequence[ControllerRouterHandler] = ()
     accounts: AccountService | None = None
     catalogue: CatalogueService | None = None
+    notifications: NotificationService | None = None
     his_push: HisPushReader | None = None
     runner: TaskRunner | None = None
     on_hospital_changed: Callable[[str], Awaitable[None]] | None = None

@@ -8,6 +8,7 @@ from bff.deps import BffDeps
 from domain.account.use_cases import AccountService
 from domain.catalogue.use_cases import CatalogueService
 from domain.kernel.errors import UnavailableError
+from domain.notification.use_cases import NotificationService
 
 
 def deps_of(state: State) -> BffDeps:
@@ -19,6 +20,13 @@ def account_service(state: State) -> AccountService:
     service = deps_of(state).accounts
     if service is None:
         raise UnavailableError("accounts are not configured", code="auth.not_configured")
+    return service
+
+
+def notification_service(state: State) -> NotificationService:
+    service = deps_of(state).notifications
+    if service is None:
+        raise UnavailableError("notifications are not configured", code="notification.not_configured")
     return service
 
 

@@ -21,7 +21,7 @@ from bff.deps import BffDeps, EdgeConfig
 from bootstrap.clock import LocalOffsetStore, OffsetClock, SystemClock
 from bootstrap.his import RegistryHisGateway
 from bootstrap.migrate import current_revision, head_revision
-from bootstrap.providers import build_his_adapter, build_login_providers, his_push_reader
+from bootstrap.providers import build_his_adapter, build_login_providers, build_notifications, his_push_reader
 from bootstrap.settings import Secret, Settings
 from domain.account.rules import AccountPolicy, LockoutPolicy, PasswordPolicy, SessionPolicy, SmsCodePolicy
 from domain.account.use_cases import AccountDeps, AccountService
@@ -354,6 +354,14 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         )
     )
     runtime.services["catalogue"] = catalogue
+    runtime.services["notifications"] = build_notifications(
+        settings,
+        providers,
+        uow_factory=unit_of_work_factory(source, cipher=crypto.cipher),
+        clock=clock,
+        cipher=crypto.cipher,
+        runner=runner,
+    )
     runtime.services["his_gateway"] = his_gateway
     tokens = AccessTokens(
         build_signing_keys(settings), clock=clock, ttl=timedelta(minutes=settings.auth.access_token_minutes)
@@ -439,6 +447,7 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
         accounts=container.accounts,
         tokens=container.tokens,
         catalogue=container.catalogue,
+        notifications=container.runtime.services.get("notifications"),
         runner=container.runner,
         his_push=his_push_reader(),
         on_hospital_changed=container.hospital_changed,

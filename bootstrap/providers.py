@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -13,8 +15,14 @@ from domain.account.ports import AlipayMiniProgram, SmsSender, WechatMiniProgram
 from domain.catalogue.model import Hospital
 from domain.catalogue.ports import HisAdapter, HisPushReader
 from domain.kernel.clock import Clock
+from domain.kernel.crypto import FieldCipher
 from domain.kernel.ephemeral import EphemeralStore
+from domain.kernel.tasks import TaskRunner
+from domain.notification.model import Channel
+from domain.notification.ports import ChannelSender
+from domain.notification.use_cases import NotificationDeps, NotificationService
 from integrations.alipay.client import AlipayClient, AlipayMiniProgramLogin
+from integrations.channels import SmsChannel, WechatSubscribeChannel
 from integrations.his.fhir import FhirHisAdapter
 from integrations.his.push import FhirPushReader
 from integrations.sms.aliyun import AliyunSmsSender
@@ -157,3 +165,38 @@ def build_his_adapter(settings: Settings, *, http: httpx.AsyncClient, clock: Clo
 
 def his_push_reader() -> HisPushReader:
     return FhirPushReader()
+
+
+def build_notifications(
+    settings: Settings,
+    providers: LoginProviders,
+    *,
+    uow_factory: Callable[[], Any],
+    clock: Clock,
+    cipher: FieldCipher,
+    runner: TaskRunner,
+) -> NotificationService:
+    """The notification service with the channels this deployment can reach."""
+    senders: dict[Channel, ChannelSender] = {}
+    clients = {k: v for k, v in providers.wechat.items() if isinstance(v, WechatMiniProgramClient)}
+    template_ids = dict(settings.wechat.templates)
+    if settings.sandbox.mount and not template_ids:
+        from bootstrap import sandbox_accounts as demo
+
+        template_ids = dict(demo.WECHAT_TEMPLATE_IDS)
+    if clients and template_ids:
+        senders[Channel.WECHAT_SUBSCRIBE] = WechatSubscribeChannel(
+            clients, template_ids, state=settings.wechat.message_state
+        )
+    if providers.sms is not None:
+        senders[Channel.SMS] = SmsChannel(providers.sms)
+    return NotificationService(
+        NotificationDeps(
+            uow_factory=uow_factory,
+            clock=clock,
+            cipher=cipher,
+            runner=runner,
+            senders=senders,
+            wechat_template_ids=template_ids,
+        )
+    )

@@ -150,6 +150,9 @@ class WechatSettings(_Base):
     base_url: str = "https://api.weixin.qq.com"
     apps: dict[str, Secret] = msgspec.field(default_factory=dict)
     """Mini-program appid -> AppSecret."""
+    templates: dict[str, str] = msgspec.field(default_factory=dict)
+    """Our subscribe-template names (e.g. security_notice) -> the template ids approved for the mini-program."""
+    message_state: Literal["developer", "trial", "formal"] = "formal"
 
 
 class AlipayAppSettings(_Base):

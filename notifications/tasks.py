@@ -120,3 +120,42 @@ async def catalogue_refresh_sessions(runtime: WorkerRuntime, hospital_code: str,
         await gateway.reload(service, [hospital_code])
     report = await service.refresh_sessions(hospital_code, session_ids)
     return report.sessions_seen
+
+
+def _notifications(runtime: WorkerRuntime) -> Any:
+    return runtime.services.get("notifications")
+
+
+@registry.task("notification.deliver")
+async def notification_deliver(runtime: WorkerRuntime, delivery_id: int) -> str | None:
+    """Claim, send and settle one delivery (safe to run twice: the claim lets one run send)."""
+    service = _notifications(runtime)
+    if service is None:
+        return None
+    state = await service.deliver(delivery_id)
+    return state.value if state is not None else None
+
+
+@registry.task("notification.sweep")
+async def notification_sweep(runtime: WorkerRuntime) -> int:
+    """Queue due retries, deliveries deferred past quiet hours, and any whose task was lost."""
+    service = _notifications(runtime)
+    return 0 if service is None else int(await service.sweep())
+
+
+def _register_template_topics() -> None:
+    from domain.notification.templates import REGISTRY
+
+    for event in REGISTRY.events():
+
+        async def handler(
+            runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str, _event: str = event
+        ) -> None:
+            service = _notifications(runtime)
+            if service is not None:
+                await service.on_event(_event, payload, message_id)
+
+        registry.on_topic(event)(handler)
+
+
+_register_template_topics()

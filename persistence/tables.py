@@ -6,5 +6,6 @@ from persistence.account import tables as account_tables  # noqa: F401
 from persistence.catalogue import tables as catalogue_tables  # noqa: F401
 from persistence.kernel import audit_tables  # noqa: F401  (audit_log, audit_chain, audit_anchor)
 from persistence.kernel import tables as kernel_tables
+from persistence.notification import tables as notification_tables  # noqa: F401
 
 __all__ = ["kernel_tables"]

@@ -17,6 +17,7 @@ from persistence.catalogue.repository import SqlCatalogueRepository
 from persistence.db import ConnectionSource
 from persistence.kernel.audit import SqlAuditRepository
 from persistence.kernel.outbox import SqlOutboxRepository
+from persistence.notification.repository import SqlNotificationRepository
 
 
 class UnitOfWorkStateError(ConflictError):
@@ -56,6 +57,7 @@ class SqlUnitOfWork:
         self._audit: SqlAuditRepository | None = None
         self._accounts: SqlAccountRepository | None = None
         self._catalogue: SqlCatalogueRepository | None = None
+        self._notifications: SqlNotificationRepository | None = None
 
     @property
     def outbox(self) -> SqlOutboxRepository:
@@ -74,6 +76,12 @@ class SqlUnitOfWork:
         if self._catalogue is None:
             raise UnitOfWorkStateError("the unit of work is not open")
         return self._catalogue
+
+    @property
+    def notifications(self) -> SqlNotificationRepository:
+        if self._notifications is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._notifications
 
     @property
     def audit(self) -> SqlAuditRepository:
@@ -105,6 +113,7 @@ class SqlUnitOfWork:
         self._audit = SqlAuditRepository(self._conn)
         self._accounts = SqlAccountRepository(self._conn)
         self._catalogue = SqlCatalogueRepository(self._conn, self._cipher)
+        self._notifications = SqlNotificationRepository(self._conn)
         return self
 
     async def __aexit__(

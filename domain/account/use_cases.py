@@ -55,7 +55,7 @@ from domain.account.rules import (
 from domain.identity.masking import mask_phone
 from domain.kernel.audit import AuditEvent, AuditRepository, Outcome
 from domain.kernel.audit_chain import record_failure
-from domain.kernel.clock import Clock
+from domain.kernel.clock import SHANGHAI, Clock
 from domain.kernel.crypto import BlindIndex, FieldCipher, Mac
 from domain.kernel.ephemeral import EphemeralStore, EphemeralStoreUnavailableError
 from domain.kernel.errors import (
@@ -388,7 +388,14 @@ class AccountService:
         )
         await uow.outbox.add(
             "account.logged_in",
-            {"accountId": account.id, "sessionId": session.id, "method": method, "newAccount": created},
+            {
+                "accountId": account.id,
+                "sessionId": session.id,
+                "method": method,
+                "newAccount": created,
+                "notify": not created,
+                "values": {"time": _local_minute(now), "device": _DEVICE_LABELS.get(method, method)},
+            },
             now=now,
         )
         return session, token
@@ -576,7 +583,11 @@ class AccountService:
                     ),
                     now=now,
                 )
-                await uow.outbox.add("account.phone_bound", {"accountId": current.id}, now=now)
+                await uow.outbox.add(
+                    "account.phone_bound",
+                    {"accountId": current.id, "values": {"time": _local_minute(now), "phone": mask_phone(phone)}},
+                    now=now,
+                )
                 await uow.commit()
                 return None
             restriction = self._restriction_for(holder)
@@ -609,7 +620,15 @@ class AccountService:
                 ),
                 now=now,
             )
-            await uow.outbox.add("account.phone_bound", {"accountId": holder.id, "joinedFrom": current.id}, now=now)
+            await uow.outbox.add(
+                "account.phone_bound",
+                {
+                    "accountId": holder.id,
+                    "joinedFrom": current.id,
+                    "values": {"time": _local_minute(now), "phone": mask_phone(phone)},
+                },
+                now=now,
+            )
             await uow.commit()
         await self._forget_sessions([session.id])
         return LoginResult(session=new_session, refresh_token=token)
@@ -1183,6 +1202,13 @@ class AccountService:
 
 
 _ROLE_VALUES = frozenset(r.value for r in StaffRole)
+
+
+_DEVICE_LABELS = {"wechat": "微信小程序", "alipay": "支付宝小程序", "sms": "健康App"}
+
+
+def _local_minute(instant: datetime) -> str:
+    return instant.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
 
 
 def _actor(session: Session | None) -> str | None:

@@ -1,0 +1,71 @@
+"""Notification channels over the vendor clients: WeChat subscribe messages and SMS (issue: notifications)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from domain.account.ports import ProviderUnavailableError, SmsRejectedError, SmsSender
+from domain.kernel.errors import DomainError
+from domain.notification.model import Channel
+from domain.notification.ports import Address, ChannelFinalError, ChannelQuotaError, ChannelTransientError
+from domain.notification.templates import Rendered
+from integrations.wechat.miniprogram import (
+    SubscribeRefusedError,
+    SubscribeRejectedError,
+    TemplateDataError,
+    WechatMiniProgramClient,
+)
+
+
+class WechatSubscribeChannel:
+    """Sends through the mini-program the resident uses; template names map to each app's template ids."""
+
+    channel = Channel.WECHAT_SUBSCRIBE
+
+    def __init__(
+        self,
+        clients: Mapping[str, WechatMiniProgramClient],
+        template_ids: Mapping[str, str],
+        *,
+        state: str = "formal",
+    ) -> None:
+        self._clients = clients
+        self._template_ids = template_ids
+        self._state = state
+
+    async def send(self, address: Address, template: str | None, rendered: Rendered) -> tuple[str, str]:
+        client = self._clients.get(address.app_id)
+        template_id = self._template_ids.get(template or "")
+        if client is None or template_id is None:
+            raise ChannelFinalError(
+                "no client or template id for this mini-program", code="notification.not_configured"
+            )
+        try:
+            message_id = await client.send_subscribe_message(
+                address.value, template_id, rendered.fields, state=self._state
+            )
+        except SubscribeRefusedError:
+            raise ChannelQuotaError("43101: no remaining authorisation") from None
+        except (TemplateDataError, SubscribeRejectedError) as exc:
+            raise ChannelFinalError(f"refused: {exc.code}", code="notification.refused") from None
+        except ProviderUnavailableError as exc:
+            raise ChannelTransientError(f"unavailable: {exc.code}") from None
+        return "wechat", message_id
+
+
+class SmsChannel:
+    channel = Channel.SMS
+
+    def __init__(self, sender: SmsSender) -> None:
+        self._sender = sender
+
+    async def send(self, address: Address, template: str | None, rendered: Rendered) -> tuple[str, str]:
+        if not template:
+            raise ChannelFinalError("no SMS template", code="notification.not_configured")
+        try:
+            receipt = await self._sender.send(address.value, template, rendered.fields)
+        except SmsRejectedError as exc:
+            raise ChannelFinalError(f"rejected: {exc.code}", code="notification.refused") from None
+        except (ProviderUnavailableError, DomainError) as exc:
+            raise ChannelTransientError(f"unavailable: {exc.code}") from None
+        return receipt.provider, receipt.message_id
