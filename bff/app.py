@@ -18,6 +18,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 
 from bff.admin.hospitals import hospitals_admin_router
+from bff.admin.notifications import notifications_admin_router
 from bff.admin.staff import staff_admin_router
 from bff.auth.routes import AUTH_HANDLERS
 from bff.callbacks.his import his_push
@@ -151,6 +152,7 @@ def create_admin_app(deps: BffDeps, public_app: Litestar) -> Litestar:
         *OPS_HANDLERS,
         staff_admin_router,
         hospitals_admin_router,
+        notifications_admin_router,
         *deps.admin_handlers,
         openapi_json,
         docs_page,

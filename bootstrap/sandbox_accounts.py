@@ -15,8 +15,14 @@ ALIYUN_TEMPLATES = {
     "SMS_900000001": "您的登录验证码为${code}，${minutes}分钟内有效。请勿泄露给他人。",
     "SMS_900000002": "您的账号于${time}在新设备（${device}）登录。如非本人操作，请立即退出所有设备。",
     "SMS_900000003": "您的账号已于${time}绑定手机号${phone}。",
+    "SMS_900000004": "测试提醒（${time}）：${text}",
 }
-ALIYUN_TEMPLATE_CODES = {"login_code": "SMS_900000001", "new_device": "SMS_900000002", "phone_bound": "SMS_900000003"}
+ALIYUN_TEMPLATE_CODES = {
+    "login_code": "SMS_900000001",
+    "new_device": "SMS_900000002",
+    "phone_bound": "SMS_900000003",
+    "test_reminder": "SMS_900000004",
+}
 TENCENT_SECRET_ID = "AKIDdemo00000000000000000000001"
 TENCENT_SECRET_KEY = "demo0tencent0secret000000000001"
 TENCENT_SDK_APP_ID = "1400000001"
@@ -24,8 +30,14 @@ TENCENT_TEMPLATES = {
     "900001": "{1}为您的登录验证码，请于{2}分钟内填写。如非本人操作，请忽略本短信。",
     "900002": "您的账号于{1}在新设备（{2}）登录。如非本人操作，请立即退出所有设备。",
     "900003": "您的账号已于{1}绑定手机号{2}。",
+    "900004": "测试提醒（{1}）：{2}",
 }
-TENCENT_TEMPLATE_IDS = {"login_code": "900001", "new_device": "900002", "phone_bound": "900003"}
+TENCENT_TEMPLATE_IDS = {
+    "login_code": "900001",
+    "new_device": "900002",
+    "phone_bound": "900003",
+    "test_reminder": "900004",
+}
 WECHAT_TEMPLATE_IDS = {"security_notice": "tmpl-security-notice-demo"}
 
 ALIPAY_APP_ID = "9021000122600001"

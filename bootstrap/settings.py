@@ -78,6 +78,8 @@ class BrokerSettings(_Base):
     """Celery broker: defaults to the Redis URL; an amqp:// URL selects RabbitMQ."""
     visibility_timeout_seconds: int = 3600
     task_default_queue: str = "hsp"
+    beat_schedule_path: str = ".data/celerybeat-schedule"
+    """Where ``bff beat`` keeps its last-run times."""
 
 
 class ClockSettings(_Base):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bootstrap.container import build_container
 from bootstrap.logs import configure_logging
 from bootstrap.settings import Settings
@@ -41,5 +43,8 @@ def run_worker(settings: Settings, *, concurrency: int = 2, pool: str = "prefork
 def run_beat(settings: Settings) -> int:
     configure_logging(level=settings.log.level, json=settings.log.json)
     app = _celery(settings)
-    app.start(["beat", f"--loglevel={settings.log.level}"])  # type: ignore[attr-defined]
+    Path(settings.broker.beat_schedule_path).parent.mkdir(parents=True, exist_ok=True)
+    app.start(  # type: ignore[attr-defined]
+        ["beat", f"--loglevel={settings.log.level}", f"--schedule={settings.broker.beat_schedule_path}"]
+    )
     return 0

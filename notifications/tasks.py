@@ -159,3 +159,13 @@ def _register_template_topics() -> None:
 
 
 _register_template_topics()
+
+
+@registry.task("notification.scheduled")
+async def notification_scheduled(runtime: WorkerRuntime) -> int:
+    """Send the reminders that fell due (within the catch-up window)."""
+    service = _notifications(runtime)
+    if service is None:
+        return 0
+    report = await service.run_due()
+    return int(report.sent)

@@ -17,7 +17,7 @@ from persistence.catalogue.repository import SqlCatalogueRepository
 from persistence.db import ConnectionSource
 from persistence.kernel.audit import SqlAuditRepository
 from persistence.kernel.outbox import SqlOutboxRepository
-from persistence.notification.repository import SqlNotificationRepository
+from persistence.notification.repository import SqlNotificationRepository, SqlScheduleRepository
 
 
 class UnitOfWorkStateError(ConflictError):
@@ -58,6 +58,7 @@ class SqlUnitOfWork:
         self._accounts: SqlAccountRepository | None = None
         self._catalogue: SqlCatalogueRepository | None = None
         self._notifications: SqlNotificationRepository | None = None
+        self._schedule: SqlScheduleRepository | None = None
 
     @property
     def outbox(self) -> SqlOutboxRepository:
@@ -82,6 +83,12 @@ class SqlUnitOfWork:
         if self._notifications is None:
             raise UnitOfWorkStateError("the unit of work is not open")
         return self._notifications
+
+    @property
+    def schedule(self) -> SqlScheduleRepository:
+        if self._schedule is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._schedule
 
     @property
     def audit(self) -> SqlAuditRepository:
@@ -114,6 +121,7 @@ class SqlUnitOfWork:
         self._accounts = SqlAccountRepository(self._conn)
         self._catalogue = SqlCatalogueRepository(self._conn, self._cipher)
         self._notifications = SqlNotificationRepository(self._conn)
+        self._schedule = SqlScheduleRepository(self._conn)
         return self
 
     async def __aexit__(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Router, get, post, put
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from bff.auth.guards import require_staff
 from bff.auth.principal import current_session
@@ -108,7 +108,7 @@ async def list_staff(
     state: State,
     request: Request[Any, Any, Any],
     after: FromQuery[str | None] = None,
-    limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
 ) -> StaffPageOut:
     service = _service(state)
     size = max(1, min(200, limit))

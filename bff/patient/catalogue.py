@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 from litestar import Router, get
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from bff.services import catalogue_service as service
 from domain.catalogue.model import Department, Doctor, Hospital, HospitalLevel, SessionView
@@ -126,7 +126,7 @@ def session_out(s: SessionView) -> SessionOut:
     )
 
 
-Limit = Annotated[int, Parameter(ge=1, le=100, description="page size")]
+Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size")]
 
 
 @get("/hospitals", operation_id="catalogueHospitals", summary="Hospitals, by region and level")
@@ -171,7 +171,7 @@ async def find_doctors(
     state: State,
     hospital: FromQuery[str | None] = None,
     department: FromQuery[str | None] = None,
-    q: Annotated[str | None, Parameter(max_length=40, description="name, specialty or symptom keyword")] = None,
+    q: Annotated[str | None, QueryParameter(max_length=40, description="name, specialty or symptom keyword")] = None,
     cursor: FromQuery[str | None] = None,
     limit: Limit = 20,
 ) -> DoctorPageOut:

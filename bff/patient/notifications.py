@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Router, get, post, put
 from litestar.datastructures import State
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, QueryParameter
 
 from bff.auth.guards import current_principal, require_resident
 from bff.services import notification_service
@@ -130,8 +130,8 @@ async def push_device(state: State, request: Request[Any, Any, Any], data: JSONB
 async def messages(
     state: State,
     request: Request[Any, Any, Any],
-    cursor: Annotated[int | None, Parameter(ge=1)] = None,
-    limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+    cursor: Annotated[int | None, QueryParameter(ge=1)] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
 ) -> MessagesOut:
     listed = await notification_service(state).messages(current_principal(request).subject, before=cursor, limit=limit)
     items = [
@@ -141,10 +141,46 @@ async def messages(
     return MessagesOut(items=items, next_cursor=items[-1].id if items and len(items) == limit else None)
 
 
+class TestReminderIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    in_minutes: Annotated[int, msgspec.Meta(ge=1, le=10080, examples=[5])]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=40, examples=["该吃药了"])] = "测试提醒"
+
+
+class TestReminderOut(msgspec.Struct, rename="camel"):
+    id: int
+    due_at: datetime
+
+
+@post(
+    "/notification-test-reminders",
+    operation_id="patientScheduleTestReminder",
+    summary="Schedule a test reminder to myself (it fires when the clock passes its time)",
+)
+async def test_reminder(
+    state: State, request: Request[Any, Any, Any], data: JSONBody[TestReminderIn]
+) -> TestReminderOut:
+    from domain.kernel.clock import to_shanghai
+    from domain.kernel.ids import new_id
+
+    service = notification_service(state)
+    account_id = current_principal(request).subject
+    due = service.d.clock.now() + timedelta(minutes=data.in_minutes)
+    item_id = await service.schedule(
+        key=f"test:{account_id}:{new_id()}",
+        event_type="notification.test",
+        account_id=account_id,
+        subject_type="account",
+        subject_id=account_id,
+        values={"time": to_shanghai(due).strftime("%Y-%m-%d %H:%M"), "text": data.text},
+        due_at=due,
+    )
+    return TestReminderOut(id=item_id, due_at=due)
+
+
 notifications_router = Router(
     path="/api/v1/patient",
     tags=["patient"],
     guards=[require_resident],
     security=[{"bearer": []}],
-    route_handlers=[preferences, set_preferences, subscriptions, push_device, messages],
+    route_handlers=[preferences, set_preferences, subscriptions, push_device, messages, test_reminder],
 )

@@ -200,3 +200,19 @@ PHONE_BOUND = REGISTRY.register(
         page="pages/account/index",
     )
 )
+TEST_REMINDER = REGISTRY.register(
+    NotificationTemplate(
+        event="notification.test",
+        event_class=EventClass.TRANSACTIONAL,
+        variables=("time", "text"),
+        title="测试提醒",
+        body="这是一条{time}的测试提醒：{text}",
+        sms_template="test_reminder",
+        wechat_template="security_notice",
+        wechat_fields=(
+            WechatField("thing1", FieldKind.THING, "text"),
+            WechatField("time2", FieldKind.TIME, "time"),
+            WechatField("thing3", FieldKind.THING, "=测试提醒"),
+        ),
+    )
+)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -31,8 +31,16 @@ from domain.notification.ports import (
     Delivery,
     NotificationRepository,
 )
+from domain.notification.schedule import (
+    CATCH_UP,
+    RunReport,
+    ScheduledMessage,
+    ScheduleRepository,
+    ScheduleState,
+    SubjectCheck,
+)
 from domain.notification.templates import REGISTRY, TemplateRegistry, TemplateValueError
-from domain.notification.timing import QuietHours, send_at
+from domain.notification.timing import QuietHours, plan_reminder, send_at
 
 _VALUES_CONTEXT = "notification.values"
 PRIMARY_CHANNELS = frozenset({Channel.WECHAT_SUBSCRIBE, Channel.ALIPAY_MESSAGE, Channel.APP_PUSH})
@@ -41,6 +49,9 @@ PRIMARY_CHANNELS = frozenset({Channel.WECHAT_SUBSCRIBE, Channel.ALIPAY_MESSAGE, 
 class NotificationUnitOfWork(Protocol):
     @property
     def notifications(self) -> NotificationRepository: ...
+
+    @property
+    def schedule(self) -> ScheduleRepository: ...
 
     @property
     def accounts(self) -> AccountRepository: ...
@@ -67,6 +78,9 @@ class NotificationDeps:
     wechat_template_ids: Mapping[str, str] = field(default_factory=dict)
     """Our subscribe-template names -> the mini-program's template ids (as the front end knows them)."""
     backoff: tuple[int, ...] = (30, 120, 600, 1800, 3600)
+    subject_checks: dict[str, SubjectCheck] = field(default_factory=dict)
+    """Per subject type: is a reminder's subject still valid? Features register theirs."""
+    catch_up: timedelta = CATCH_UP
     """Seconds before each retry of a transient failure; after the last, the delivery fails for good."""
 
 
@@ -294,3 +308,82 @@ class NotificationService:
     ) -> Sequence[Delivery]:
         async with self.d.uow_factory() as uow:
             return await uow.notifications.deliveries(account_id=account_id, state=state, before=before, limit=limit)
+
+    # ------------------------------------------------------------------ scheduled messages
+
+    async def schedule(
+        self,
+        *,
+        key: str,
+        event_type: str,
+        account_id: str,
+        subject_type: str,
+        subject_id: str,
+        values: Mapping[str, str],
+        due_at: datetime,
+    ) -> int:
+        """Schedule (or rebuild, under the same key) one reminder. Normal reminders meant for quiet hours are
+        moved before they begin."""
+        template = self.d.registry.get(event_type)
+        when = due_at if template.event_class is not EventClass.NORMAL else plan_reminder(due_at, quiet=self.d.quiet)
+        async with self.d.uow_factory() as uow:
+            item_id = await uow.schedule.upsert(
+                ScheduledMessage(
+                    key=key,
+                    event_type=event_type,
+                    account_id=account_id,
+                    subject_type=subject_type,
+                    subject_id=subject_id,
+                    values=self._seal(values),
+                    due_at=when,
+                ),
+                now=self.d.clock.now(),
+            )
+            await uow.commit()
+        return item_id
+
+    async def cancel_subject(self, subject_type: str, subject_id: str) -> int:
+        async with self.d.uow_factory() as uow:
+            count = await uow.schedule.cancel_subject(subject_type, subject_id, now=self.d.clock.now())
+            await uow.commit()
+        return count
+
+    async def run_due(self, *, dry_run: bool = False, limit: int = 500) -> RunReport:
+        """Send the due reminders within the catch-up window; skip those whose subject went away; expire those
+        older than the window. Each row is settled on its own, so one failure never stops the batch."""
+        now = self.d.clock.now()
+        since = now - self.d.catch_up
+        async with self.d.uow_factory() as uow:
+            expired = 0 if dry_run else await uow.schedule.expire_older_than(since, now=now)
+            due = await uow.schedule.due(now=now, since=since, limit=limit, lock=False)
+            await uow.commit()
+        sent = skipped = failed = 0
+        would: list[str] = []
+        for item in due:
+            check = self.d.subject_checks.get(item.subject_type)
+            valid = True if check is None else await check(item.subject_id)
+            if dry_run:
+                if valid:
+                    would.append(item.key)
+                continue
+            try:
+                if not valid:
+                    await self._finish(item, ScheduleState.SKIPPED, "subject_gone")
+                    skipped += 1
+                    continue
+                await self.on_event(
+                    item.event_type,
+                    {"accountId": item.account_id, "values": self._open(item.values)},
+                    f"sched:{item.id}",
+                )
+                await self._finish(item, ScheduleState.SENT, None)
+                sent += 1
+            except Exception as exc:  # noqa: BLE001  (one failing recipient must not stop the batch)
+                failed += 1
+                await self._finish(item, ScheduleState.FAILED, type(exc).__name__[:64])
+        return RunReport(sent=sent, skipped=skipped, failed=failed, expired=expired, would_send=tuple(would))
+
+    async def _finish(self, item: ScheduledMessage, state: ScheduleState, outcome: str | None) -> None:
+        async with self.d.uow_factory() as uow:
+            await uow.schedule.finish(item.id, state, outcome=outcome, now=self.d.clock.now())
+            await uow.commit()

@@ -12,12 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.notification.model import Channel, DeliveryState
 from domain.notification.ports import Delivery
+from domain.notification.schedule import ScheduledMessage, ScheduleState
 from persistence.notification.tables import (
     notification_deliveries as nd,
 )
 from persistence.notification.tables import (
     notification_preferences,
     push_devices,
+    scheduled_messages,
     subscribe_grants,
 )
 
@@ -220,3 +222,80 @@ class SqlNotificationRepository:
         if before is not None:
             query = query.where(nd.c.id < before)
         return [_delivery(r) for r in (await self._c.execute(query)).mappings()]
+
+
+class SqlScheduleRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._c = conn
+
+    async def upsert(self, item: ScheduledMessage, *, now: datetime) -> int:
+        t = scheduled_messages
+        existing = (await self._c.execute(sa.select(t.c.id, t.c.state).where(t.c.key == item.key))).first()
+        values = {
+            "event_type": item.event_type,
+            "account_id": item.account_id,
+            "subject_type": item.subject_type,
+            "subject_id": item.subject_id,
+            "values_cipher": item.values["sealed"],
+            "due_at": item.due_at,
+            "updated_at": now,
+        }
+        if existing is None:
+            new_id = await self._c.scalar(
+                t.insert()
+                .values(key=item.key, state=ScheduleState.PENDING.value, created_at=now, **values)
+                .returning(t.c.id)
+            )
+            return int(new_id)
+        if existing[1] == ScheduleState.PENDING.value:  # rebuilt when its subject changed
+            await self._c.execute(t.update().where(t.c.id == existing[0]).values(**values))
+        return int(existing[0])
+
+    async def cancel_subject(self, subject_type: str, subject_id: str, *, now: datetime) -> int:
+        t = scheduled_messages
+        result = await self._c.execute(
+            t.update()
+            .where(t.c.subject_type == subject_type, t.c.subject_id == subject_id, t.c.state == "pending")
+            .values(state=ScheduleState.CANCELLED.value, updated_at=now)
+        )
+        return int(result.rowcount or 0)
+
+    async def due(self, *, now: datetime, since: datetime, limit: int, lock: bool) -> Sequence[ScheduledMessage]:
+        t = scheduled_messages
+        query = (
+            sa.select(t)
+            .where(t.c.state == ScheduleState.PENDING.value, t.c.due_at <= now, t.c.due_at >= since)
+            .order_by(t.c.due_at, t.c.id)
+            .limit(limit)
+        )
+        if lock:
+            query = query.with_for_update(skip_locked=True)
+        return [
+            ScheduledMessage(
+                id=r["id"],
+                key=r["key"],
+                event_type=r["event_type"],
+                account_id=r["account_id"],
+                subject_type=r["subject_type"],
+                subject_id=r["subject_id"],
+                values={"sealed": r["values_cipher"]},
+                due_at=r["due_at"],
+                state=ScheduleState(r["state"]),
+            )
+            for r in (await self._c.execute(query)).mappings()
+        ]
+
+    async def expire_older_than(self, since: datetime, *, now: datetime) -> int:
+        t = scheduled_messages
+        result = await self._c.execute(
+            t.update()
+            .where(t.c.state == ScheduleState.PENDING.value, t.c.due_at < since)
+            .values(state=ScheduleState.EXPIRED.value, outcome="missed_window", updated_at=now)
+        )
+        return int(result.rowcount or 0)
+
+    async def finish(self, item_id: int, state: ScheduleState, *, outcome: str | None, now: datetime) -> None:
+        t = scheduled_messages
+        await self._c.execute(
+            t.update().where(t.c.id == item_id).values(state=state.value, outcome=outcome, updated_at=now)
+        )

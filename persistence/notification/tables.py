@@ -63,3 +63,22 @@ notification_deliveries = sa.Table(
     sa.Index("ix_notification_deliveries_due", "state", "send_after"),
     sa.Index("ix_notification_deliveries_account", "account_id", "id"),
 )
+
+scheduled_messages = sa.Table(
+    "scheduled_messages",
+    metadata,
+    sa.Column("id", BIGID, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(160), nullable=False, unique=True),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("account_id", Id, nullable=False),
+    sa.Column("subject_type", sa.String(32), nullable=False),
+    sa.Column("subject_id", sa.String(64), nullable=False),
+    sa.Column("values_cipher", sa.Text(), nullable=False),
+    sa.Column("due_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(64), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_scheduled_messages_due", "state", "due_at"),
+    sa.Index("ix_scheduled_messages_subject", "subject_type", "subject_id"),
+)

@@ -24,6 +24,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "HSP_REDIS__URL": REDIS_URL,
         "HSP_REDIS__PREFIX": f"hsp-test-live:{new_id()}:",
         "HSP_BROKER__TASK_DEFAULT_QUEUE": f"hsp-e2e-{new_id()}",
+        "HSP_BROKER__BEAT_SCHEDULE_PATH": str(data / "celerybeat-schedule"),
         "HSP_CLOCK__MODE": "offset",
         "HSP_SANDBOX__MOUNT": "true",
         "HSP_DEMO__DATA_DIR": str(data),
@@ -31,6 +32,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "HSP_LOG__JSON": "true",
         "HSP_AUTH__ARGON2_MEMORY_KIB": "8192",
         "HSP_AUTH__ARGON2_TIME_COST": "1",
+        "HSP_AUTH__SMS_RESEND_SECONDS": "1",
         # The tests stand behind a "proxy" on loopback: each journey sends its own X-Forwarded-For address.
         "HSP_HTTP__TRUSTED_PROXIES": '["127.0.0.0/8"]',
     }

@@ -258,3 +258,104 @@ async def test_the_message_list_shows_what_was_sent_newest_first(h: Harness) -> 
     await h.run()
     listed = await h.service.messages(account, before=None, limit=10)
     assert [body for _, _, body in listed] == ["第二条，时间2026-11-23 09:00", "第一条，时间2026-11-23 09:00"]
+
+
+async def test_scheduled_messages_fire_once_when_due_and_a_missed_run_catches_up(h: Harness) -> None:
+    account = await h.resident(wechat=False)
+    due = h.clock.now() + timedelta(minutes=30)
+    await h.service.schedule(
+        key="r:1",
+        event_type="test.urgent",
+        account_id=account,
+        subject_type="account",
+        subject_id=account,
+        values={"what": "复诊", "time": "09:00"},
+        due_at=due,
+    )
+    assert (await h.service.run_due()).sent == 0, "not yet due"
+    h.clock.advance(3 * 3600)  # the beat missed several runs
+    first = await h.service.run_due()
+    second = await h.service.run_due()
+    assert (first.sent, second.sent) == (1, 0)
+    assert await h.run() == [DeliveryState.SENT]
+    assert len(h.sms.sent) == 1
+
+
+async def test_a_reminder_whose_subject_was_cancelled_is_not_sent(h: Harness) -> None:
+    account = await h.resident(wechat=False)
+    valid = {"b-1": True, "b-2": False}
+
+    async def still_booked(subject_id: str) -> bool:
+        return valid[subject_id]
+
+    h.service.d.subject_checks["booking"] = still_booked
+    now = h.clock.now()
+    for subject in ("b-1", "b-2"):
+        await h.service.schedule(
+            key=f"booking:{subject}",
+            event_type="test.urgent",
+            account_id=account,
+            subject_type="booking",
+            subject_id=subject,
+            values={"what": subject, "time": "09:00"},
+            due_at=now + timedelta(minutes=1),
+        )
+    await h.service.schedule(
+        key="booking:b-3",
+        event_type="test.urgent",
+        account_id=account,
+        subject_type="booking",
+        subject_id="b-1",
+        values={"what": "b-3", "time": "09:00"},
+        due_at=now + timedelta(minutes=1),
+    )
+    assert await h.service.cancel_subject("booking", "b-1") == 2
+    h.clock.advance(120)
+    report = await h.service.run_due()
+    assert (report.sent, report.skipped) == (0, 1)
+
+
+async def test_rescheduling_under_the_same_key_rebuilds_the_reminder(h: Harness) -> None:
+    account = await h.resident(wechat=False)
+    now = h.clock.now()
+    await h.service.schedule(
+        key="r:move",
+        event_type="test.urgent",
+        account_id=account,
+        subject_type="account",
+        subject_id=account,
+        values={"what": "旧时间", "time": "09:00"},
+        due_at=now + timedelta(minutes=5),
+    )
+    await h.service.schedule(
+        key="r:move",
+        event_type="test.urgent",
+        account_id=account,
+        subject_type="account",
+        subject_id=account,
+        values={"what": "新时间", "time": "10:00"},
+        due_at=now + timedelta(hours=2),
+    )
+    h.clock.advance(600)
+    assert (await h.service.run_due()).sent == 0
+    h.clock.advance(2 * 3600)
+    assert (await h.service.run_due(dry_run=True)).would_send == ("r:move",)
+    assert (await h.service.run_due()).sent == 1
+    await h.run()
+    assert [s[1]["what"] for s in h.sms.sent] == ["新时间"]
+
+
+async def test_a_reminder_older_than_the_catch_up_window_expires_unsent(h: Harness) -> None:
+    account = await h.resident(wechat=False)
+    await h.service.schedule(
+        key="r:old",
+        event_type="test.urgent",
+        account_id=account,
+        subject_type="account",
+        subject_id=account,
+        values={"what": "过期", "time": "09:00"},
+        due_at=h.clock.now() + timedelta(minutes=1),
+    )
+    h.clock.advance(25 * 3600)
+    report = await h.service.run_due()
+    assert (report.sent, report.expired) == (0, 1)

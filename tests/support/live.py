@@ -68,6 +68,10 @@ def run_bff(
                     stderr=subprocess.STDOUT,
                 )
             )
+        with open(log_dir / f"beat-{port}.log", "wb") as blog:
+            workers.append(
+                subprocess.Popen([BFF, "beat"], cwd=ROOT, env=full_env, stdout=blog, stderr=subprocess.STDOUT)
+            )
     hsp_env = {k: v for k, v in full_env.items() if k.startswith("HSP_")}
     server = LiveServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log_path, hsp_env)
     try:
