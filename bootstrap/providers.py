@@ -20,11 +20,14 @@ from domain.kernel.ephemeral import EphemeralStore
 from domain.kernel.tasks import TaskRunner
 from domain.notification.model import Channel
 from domain.notification.ports import ChannelSender
+from domain.notification.push import PushSender
 from domain.notification.use_cases import NotificationDeps, NotificationService
 from integrations.alipay.client import AlipayClient, AlipayMiniProgramLogin
-from integrations.channels import SmsChannel, WechatSubscribeChannel
+from integrations.channels import PushChannel, SmsChannel, WechatSubscribeChannel
 from integrations.his.fhir import FhirHisAdapter
 from integrations.his.push import FhirPushReader
+from integrations.push.apns import ApnsSender
+from integrations.push.jpush import JpushSender
 from integrations.sms.aliyun import AliyunSmsSender
 from integrations.sms.failover import FailoverSmsSender
 from integrations.sms.tencent import TencentSmsSender
@@ -190,6 +193,9 @@ def build_notifications(
         )
     if providers.sms is not None:
         senders[Channel.SMS] = SmsChannel(providers.sms)
+    push = _push_senders(settings, clock=clock)
+    if push:
+        senders[Channel.APP_PUSH] = PushChannel(push)
     return NotificationService(
         NotificationDeps(
             uow_factory=uow_factory,
@@ -200,3 +206,42 @@ def build_notifications(
             wechat_template_ids=template_ids,
         )
     )
+
+
+def _push_senders(settings: Settings, *, clock: Clock) -> dict[str, PushSender]:
+    cfg = settings.push
+    senders: dict[str, PushSender] = {}
+    apns_key = cfg.apns_private_key.reveal().encode() if cfg.apns_private_key else None
+    team, key_id, topic, apns_base = cfg.apns_team_id, cfg.apns_key_id, cfg.apns_topic, cfg.apns_base_url
+    jpush_key, jpush_secret = cfg.jpush_app_key, cfg.jpush_master_secret.reveal() if cfg.jpush_master_secret else ""
+    jpush_base = cfg.jpush_base_url
+    if settings.sandbox.mount and apns_key is None:
+        from bootstrap import sandbox_accounts as demo
+
+        apns_key, team, key_id, topic = demo.apns_private_key(), demo.APNS_TEAM_ID, demo.APNS_KEY_ID, demo.APNS_TOPIC
+        apns_base = sandbox_base(settings, "apns")
+        jpush_key, jpush_secret, jpush_base = (
+            demo.JPUSH_APP_KEY,
+            demo.JPUSH_MASTER_SECRET,
+            sandbox_base(settings, "jpush"),
+        )
+    if apns_key is not None and team and key_id and topic:
+        # APNs speaks HTTP/2 only; the demo's in-process simulator answers over HTTP/1.1 as well.
+        senders["apns"] = ApnsSender(
+            team_id=team,
+            key_id=key_id,
+            private_key_pem=apns_key,
+            topic=topic,
+            base_url=apns_base,
+            http=httpx.AsyncClient(http2=True, timeout=10.0, trust_env=False),
+            clock=clock,
+        )
+    if jpush_key and jpush_secret:
+        senders["jpush"] = JpushSender(
+            app_key=jpush_key,
+            master_secret=jpush_secret,
+            base_url=jpush_base,
+            http=httpx.AsyncClient(timeout=10.0, trust_env=False),
+            production=cfg.jpush_production,
+        )
+    return senders

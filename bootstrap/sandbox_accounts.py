@@ -40,6 +40,24 @@ TENCENT_TEMPLATE_IDS = {
 }
 WECHAT_TEMPLATE_IDS = {"security_notice": "tmpl-security-notice-demo"}
 
+APNS_TEAM_ID = "DEMOTEAM01"
+APNS_KEY_ID = "DEMOKEY001"
+APNS_TOPIC = "cn.hsp.patient"
+JPUSH_APP_KEY = "demo0jpush0app0key0000001"
+JPUSH_MASTER_SECRET = "demo0jpush0master0secret01"
+
+
+@functools.cache
+def apns_private_key() -> bytes:
+    """The demo's APNs auth key (EC P-256), generated once per process."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
 ALIPAY_APP_ID = "9021000122600001"
 
 

@@ -13,6 +13,7 @@ from sandbox.alipay import AlipaySimulator
 from sandbox.echo import EchoSimulator
 from sandbox.framework import SandboxContext, Simulator, build_sandbox_app, sandbox_route_handlers
 from sandbox.his import HisSimulator
+from sandbox.push import ApnsSimulator, JpushSimulator
 from sandbox.sms import AliyunSmsSimulator, TencentSmsSimulator
 from sandbox.wechat import WechatSimulator
 
@@ -27,6 +28,12 @@ def simulators(callback_base_url: str | None = None) -> list[Simulator]:
     return [
         EchoSimulator(),
         WechatSimulator(),
+        ApnsSimulator(
+            team_id=demo.APNS_TEAM_ID,
+            keys={demo.APNS_KEY_ID: demo.public_pem(demo.apns_private_key())},
+            topics=[demo.APNS_TOPIC],
+        ),
+        JpushSimulator(apps={demo.JPUSH_APP_KEY: demo.JPUSH_MASTER_SECRET}),
         AlipaySimulator(
             apps={demo.ALIPAY_APP_ID: demo.public_pem(demo.alipay_app_private_key())},
             alipay_private_key_pem=demo.alipay_platform_private_key(),

@@ -186,6 +186,20 @@ class SmsSettings(_Base):
     tencent_templates: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class PushSettings(_Base):
+    apns_base_url: str = "https://api.push.apple.com"
+    apns_team_id: str = ""
+    apns_key_id: str = ""
+    apns_private_key: Secret | None = None
+    """PEM of the APNs auth key (.p8, EC P-256)."""
+    apns_topic: str = ""
+    """The app's bundle id."""
+    jpush_base_url: str = "https://api.jpush.cn"
+    jpush_app_key: str = ""
+    jpush_master_secret: Secret | None = None
+    jpush_production: bool = False
+
+
 class LogSettings(_Base):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = True
@@ -216,6 +230,7 @@ class Settings(_Base):
     wechat: WechatSettings = msgspec.field(default_factory=WechatSettings)
     alipay: AlipaySettings = msgspec.field(default_factory=AlipaySettings)
     sms: SmsSettings = msgspec.field(default_factory=SmsSettings)
+    push: PushSettings = msgspec.field(default_factory=PushSettings)
     sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
 

@@ -8,6 +8,7 @@ from domain.account.ports import ProviderUnavailableError, SmsRejectedError, Sms
 from domain.kernel.errors import DomainError
 from domain.notification.model import Channel
 from domain.notification.ports import Address, ChannelFinalError, ChannelQuotaError, ChannelTransientError
+from domain.notification.push import PushMessage, PushSender, PushTokenInvalidError, PushUnavailableError
 from domain.notification.templates import Rendered
 from integrations.wechat.miniprogram import (
     SubscribeRefusedError,
@@ -67,5 +68,26 @@ class SmsChannel:
         except SmsRejectedError as exc:
             raise ChannelFinalError(f"rejected: {exc.code}", code="notification.refused") from None
         except (ProviderUnavailableError, DomainError) as exc:
+            raise ChannelTransientError(f"unavailable: {exc.code}") from None
+        return receipt.provider, receipt.message_id
+
+
+class PushChannel:
+    """App push through the resident's registered phones (APNs for iPhones, JPush for Android in China)."""
+
+    channel = Channel.APP_PUSH
+
+    def __init__(self, senders: Mapping[str, PushSender]) -> None:
+        self._senders = senders
+
+    async def send(self, address: Address, template: str | None, rendered: Rendered) -> tuple[str, str]:
+        sender = self._senders.get(address.app_id)
+        if sender is None:
+            raise ChannelFinalError("no sender for this push provider", code="notification.not_configured")
+        try:
+            receipt = await sender.send(address.value, PushMessage(title=rendered.title, body=rendered.body))
+        except PushTokenInvalidError:
+            raise ChannelFinalError("the device token is gone", code="notification.token_invalid") from None
+        except PushUnavailableError as exc:
             raise ChannelTransientError(f"unavailable: {exc.code}") from None
         return receipt.provider, receipt.message_id

@@ -10,7 +10,7 @@ import structlog
 
 from domain.kernel.audit_chain import seal_audit
 from domain.kernel.relay import relay_outbox
-from notifications.metrics import OUTBOX_LAG, OUTBOX_RELAYED, TASK_RUNS, TASK_SECONDS
+from notifications.metrics import DELIVERIES, OUTBOX_LAG, OUTBOX_RELAYED, TASK_RUNS, TASK_SECONDS
 from notifications.registry import registry
 from notifications.runtime import WorkerRuntime
 
@@ -133,7 +133,11 @@ async def notification_deliver(runtime: WorkerRuntime, delivery_id: int) -> str 
     if service is None:
         return None
     state = await service.deliver(delivery_id)
-    return state.value if state is not None else None
+    if state is None:
+        return None
+    channel = await service.channel_of(delivery_id)
+    DELIVERIES.labels(channel=channel or "unknown", outcome=state.value).inc()
+    return str(state.value)
 
 
 @registry.task("notification.sweep")

@@ -245,6 +245,11 @@ class NotificationService:
         if new_id is not None:
             await self.d.runner.enqueue("notification.deliver", {"delivery_id": new_id})
 
+    async def channel_of(self, delivery_id: int) -> str | None:
+        async with self.d.uow_factory() as uow:
+            rows = await uow.notifications.deliveries(account_id=None, state=None, before=delivery_id + 1, limit=1)
+        return rows[0].channel.value if rows and rows[0].id == delivery_id else None
+
     async def sweep(self, *, limit: int = 500) -> int:
         """Queue every due delivery: retries whose time came, deferred ones after quiet hours, lost tasks."""
         async with self.d.uow_factory() as uow:

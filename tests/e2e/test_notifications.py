@@ -123,3 +123,27 @@ def test_a_scheduled_test_reminder_fires_when_the_clock_moves(live: LiveServer) 
     assert wait_for(fired), "the reminder reached the phone"
     log = client.get(live.admin_url + "/api/v1/admin/notifications/deliveries", headers=bearer(token)).json()
     assert any(d["eventType"] == "notification.test" and d["state"] == "sent" for d in log["items"])
+
+
+def test_a_resident_with_a_registered_phone_gets_app_push(live: LiveServer) -> None:
+    token = "jpush-reg-" + str(int(time.time() * 1000))
+    registered = client.post(
+        live.base_url + "/sandbox/jpush/test/device",
+        params={"appKey": "demo0jpush0app0key0000001"},
+        json={"token": token},
+    )
+    assert registered.status_code in (200, 201), registered.text
+    first, openid = wechat_login(live)
+    added = client.post(
+        live.base_url + "/api/v1/patient/push-devices",
+        json={"provider": "jpush", "token": token},
+        headers=bearer(first["accessToken"]),
+    )
+    assert added.status_code == 204
+    wechat_login(live, openid)  # a new device: push reaches the registered phone (no subscribe authorisation left)
+
+    def pushed() -> bool:
+        records = client.get(live.base_url + "/sandbox/admin/jpush/requests", params={"stream": "inbox"}).json()
+        return any(token in str(r) for r in records["entries"])
+
+    assert wait_for(pushed), "the notice reached the phone through JPush"
