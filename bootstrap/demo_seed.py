@@ -48,6 +48,8 @@ async def register_sandbox_hospitals(container: Container) -> None:
             Hospital(
                 code=code,
                 name=info["name"],
+                address=info["address"],
+                phone=info["phone"],
                 level=HospitalLevel(info["level"]),
                 region_code=info["region"],
                 adapter="fhir",

@@ -92,17 +92,23 @@ HIS_HOSPITALS = {
         "level": "tertiary",
         "region": "539901",
         "secret": "demo-his-push-secret-h001",
+        "address": "云岭市鹿城区鹿城南路88号",
+        "phone": "0878-3122120",
     },
     "H002": {
         "name": "云岭市西山区人民医院",
         "level": "secondary",
         "region": "539902",
         "secret": "demo-his-push-secret-h002",
+        "address": "云岭市西山区团结路126号",
+        "phone": "0878-6215120",
     },
     "H003": {
         "name": "云岭市西山区桃源社区卫生服务中心",
         "level": "primary",
         "region": "539902",
         "secret": "demo-his-push-secret-h003",
+        "address": "云岭市西山区桃源街道桃源路15号",
+        "phone": "0878-6233065",
     },
 }
