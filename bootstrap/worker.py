@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bootstrap.container import build_container
@@ -24,9 +25,29 @@ def _celery(settings: Settings) -> object:
     return container.celery
 
 
+def serve_worker_metrics(bind: str) -> None:
+    """Serve /metrics for this worker: with ``PROMETHEUS_MULTIPROC_DIR`` set, the sum over its pool processes."""
+    from celery.signals import worker_process_shutdown
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+
+    host, _, port = bind.rpartition(":")
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+
+        @worker_process_shutdown.connect(weak=False)
+        def _forget(pid: int | None = None, **_: object) -> None:
+            multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+
+    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+
+
 def run_worker(settings: Settings, *, concurrency: int = 2, pool: str = "prefork") -> int:
     configure_logging(level=settings.log.level, json=settings.log.json)
     app = _celery(settings)
+    if settings.broker.worker_metrics_bind:
+        serve_worker_metrics(settings.broker.worker_metrics_bind)
     argv = [
         "worker",
         f"--concurrency={concurrency}",

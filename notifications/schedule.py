@@ -11,5 +11,6 @@ SCHEDULE: list[ScheduleEntry] = [
     ScheduleEntry("catalogue.sync", 300.0, {}),
     ScheduleEntry("notification.sweep", 30.0, {}),
     ScheduleEntry("notification.scheduled", 60.0, {}),
+    ScheduleEntry("payment.sweep", 30.0, {}),
     ScheduleEntry("catalogue.sync", 86400.0, {"full": True}),
 ]

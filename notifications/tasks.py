@@ -10,6 +10,7 @@ import structlog
 
 from domain.kernel.audit_chain import seal_audit
 from domain.kernel.relay import relay_outbox
+from domain.patient.use_cases import CARD_USE_TOPIC
 from notifications.metrics import DELIVERIES, OUTBOX_LAG, OUTBOX_RELAYED, TASK_RUNS, TASK_SECONDS
 from notifications.registry import registry
 from notifications.runtime import WorkerRuntime
@@ -173,3 +174,45 @@ async def notification_scheduled(runtime: WorkerRuntime) -> int:
         return 0
     report = await service.run_due()
     return int(report.sent)
+
+
+@registry.on_topic(CARD_USE_TOPIC)
+async def healthcard_used(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    """Report one e-health card use to the card platform (once per outbox message)."""
+    service = runtime.services.get("patients")
+    if service is None:
+        return
+    await service.report_card_use(
+        str(payload["accountId"]),
+        str(payload["personId"]),
+        str(payload["hospitalCode"]),
+        str(payload["scene"]),
+        key=message_id,
+    )
+
+
+def _payments(runtime: WorkerRuntime) -> Any:
+    return runtime.services.get("payments")
+
+
+@registry.task("payment.submit_refund")
+async def payment_submit_refund(runtime: WorkerRuntime, refund_id: str) -> str | None:
+    """Send one refund to its channel with its own refund number (safe to repeat)."""
+    service = _payments(runtime)
+    if service is None:
+        return None
+    state = await service.submit_refund(refund_id)
+    return None if state is None else str(state.value)
+
+
+@registry.task("payment.sweep")
+async def payment_sweep(runtime: WorkerRuntime) -> int:
+    """Close expired unpaid orders (at the channel first), query orders whose notification is missing, and
+    retry refunds that are due."""
+    service = _payments(runtime)
+    if service is None:
+        return 0
+    closed = await service.expire_due()
+    found = await service.query_pending()
+    retried = await service.submit_due_refunds()
+    return int(closed + found + retried)

@@ -45,6 +45,10 @@ class ChannelFinalError(ValidationError):
     code = "notification.refused"
 
 
+TOKEN_INVALID = "notification.token_invalid"  # noqa: S105 - an error code, not a secret
+"""Code of the final error a push channel raises for a device token the provider no longer knows."""
+
+
 class ChannelQuotaError(ChannelFinalError):
     """No remaining one-time authorisation (WeChat 43101): the message is skipped, not failed."""
 

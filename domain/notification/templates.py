@@ -160,7 +160,15 @@ class TemplateRegistry:
             if not template.sms_template:
                 raise TemplateValueError(f"{event} has no SMS template")
             return Rendered(channel, title, body, {k: text[k] for k in template.variables})
+        if channel is Channel.ALIPAY_MESSAGE:
+            # One service-notice template per mini-program: keyword1 the title, keyword2 the body, each within
+            # Alipay's 50-character keyword limit.
+            return Rendered(channel, title, body, {"keyword1": _clip(title), "keyword2": _clip(body)})
         return Rendered(channel, title, body)
+
+
+def _clip(text: str, limit: int = 50) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 REGISTRY = TemplateRegistry()

@@ -23,6 +23,7 @@ from domain.kernel.crypto import FieldCipher
 from domain.kernel.tasks import TaskRunner
 from domain.notification.model import Channel, DeliveryState, EventClass
 from domain.notification.ports import (
+    TOKEN_INVALID,
     Address,
     ChannelFinalError,
     ChannelQuotaError,
@@ -39,7 +40,7 @@ from domain.notification.schedule import (
     ScheduleState,
     SubjectCheck,
 )
-from domain.notification.templates import REGISTRY, TemplateRegistry, TemplateValueError
+from domain.notification.templates import REGISTRY, Rendered, TemplateRegistry, TemplateValueError
 from domain.notification.timing import QuietHours, plan_reminder, send_at
 
 _VALUES_CONTEXT = "notification.values"
@@ -191,7 +192,7 @@ class NotificationService:
                 await self._failover(delivery, template.event_class)
                 return state
         try:
-            provider, message_id = await sender.send(address, template_name, rendered)
+            provider, message_id = await self._send(delivery, sender, addresses, template_name, rendered)
         except ChannelQuotaError:
             state = await self._settle(delivery, DeliveryState.SKIPPED, failure="no_quota")
             await self._failover(delivery, template.event_class)
@@ -210,6 +211,29 @@ class NotificationService:
                 delivery, DeliveryState.FAILED_RETRYABLE, failure=exc.code[:64], retry_at=retry_at
             )
         return await self._settle(delivery, DeliveryState.SENT, provider=provider, message_id=message_id)
+
+    async def _send(
+        self,
+        delivery: Delivery,
+        sender: ChannelSender,
+        addresses: Sequence[Address],
+        template_name: str | None,
+        rendered: Rendered,
+    ) -> tuple[str, str]:
+        """Send to the first address that takes it. A phone whose push token the provider calls gone (APNs 410,
+        JPush 1011) is forgotten and the next registered phone is tried."""
+        for index, address in enumerate(addresses):
+            try:
+                return await sender.send(address, template_name, rendered)
+            except ChannelFinalError as exc:
+                if delivery.channel is not Channel.APP_PUSH or exc.code != TOKEN_INVALID:
+                    raise
+                async with self.d.uow_factory() as uow:
+                    await uow.notifications.drop_push_device(address.app_id, address.value)
+                    await uow.commit()
+                if index == len(addresses) - 1:
+                    raise
+        raise ChannelFinalError("no address", code="notification.no_address")
 
     async def _settle(self, delivery: Delivery, state: DeliveryState, **kwargs: Any) -> DeliveryState:
         async with self.d.uow_factory() as uow:

@@ -92,6 +92,16 @@ def test_an_app_only_resident_gets_the_notice_by_sms(live: LiveServer) -> None:
 
     assert wait_for(notice), "the new-device notice went by SMS, the only channel this resident has"
 
+    # The worker process serves its own counters (the server's /metrics cannot see another process's).
+    assert live.worker_metrics_url is not None
+
+    def sms_sent() -> float:
+        text = client.get(live.worker_metrics_url).text  # type: ignore[arg-type]
+        sample = 'hsp_notification_deliveries_total{channel="sms",outcome="sent"} '
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample))
+
+    assert wait_for(lambda: sms_sent() >= 1), "the worker's metrics count the SMS it sent"
+
 
 def test_a_scheduled_test_reminder_fires_when_the_clock_moves(live: LiveServer) -> None:
     phone = "13700006666"

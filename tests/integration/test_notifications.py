@@ -15,7 +15,13 @@ import pytest
 from domain.account.model import Identity, Provider, ResidentAccount
 from domain.kernel.ids import new_id
 from domain.notification.model import Channel, DeliveryState, EventClass
-from domain.notification.ports import Address, ChannelQuotaError, ChannelTransientError
+from domain.notification.ports import (
+    TOKEN_INVALID,
+    Address,
+    ChannelFinalError,
+    ChannelQuotaError,
+    ChannelTransientError,
+)
 from domain.notification.templates import (
     FieldKind,
     NotificationTemplate,
@@ -42,10 +48,13 @@ class FakeChannel:
     fail_with: Exception | None = None
     fail_for: set[str] = field(default_factory=set)
     delay: float = 0.0
+    dead_tokens: set[str] = field(default_factory=set)
 
     async def send(self, address: Address, template: str | None, rendered: Rendered) -> tuple[str, str]:
         if self.delay:
             await asyncio.sleep(self.delay)
+        if address.value in self.dead_tokens:
+            raise ChannelFinalError("gone", code=TOKEN_INVALID)
         if self.fail_with is not None or address.value in self.fail_for:
             raise self.fail_with or ChannelTransientError("down")
         self.sent.append((address.value, dict(rendered.fields) or {"body": rendered.body}))
@@ -89,6 +98,7 @@ class Harness:
     service: NotificationService
     wechat: FakeChannel
     sms: FakeChannel
+    push: FakeChannel
     queue: Queue
     clock: FixedClock
     source: ConnectionSource
@@ -127,19 +137,20 @@ def h(committed_source: ConnectionSource) -> Harness:
     suite = build_suite("intl", Keyring.from_config(cfg["active_kid"], cfg["keys"], cfg["index_key"]))
     clock = FixedClock(datetime(2026, 11, 22, 2, 0, tzinfo=UTC))  # 10:00 in Shanghai
     wechat, sms, queue = FakeChannel(Channel.WECHAT_SUBSCRIBE), FakeChannel(Channel.SMS), Queue()
+    push = FakeChannel(Channel.APP_PUSH)
     service = NotificationService(
         NotificationDeps(
             uow_factory=unit_of_work_factory(committed_source, cipher=suite.cipher),
             clock=clock,
             cipher=suite.cipher,
             runner=queue,
-            senders={Channel.WECHAT_SUBSCRIBE: wechat, Channel.SMS: sms},
+            senders={Channel.WECHAT_SUBSCRIBE: wechat, Channel.SMS: sms, Channel.APP_PUSH: push},
             registry=registry(),
             quiet=QuietHours(),
             wechat_template_ids=TEMPLATE_IDS,
         )
     )
-    return Harness(service, wechat, sms, queue, clock, committed_source)
+    return Harness(service, wechat, sms, push, queue, clock, committed_source)
 
 
 def event(account_id: str, what: str = "停诊通知") -> dict[str, Any]:
@@ -359,3 +370,24 @@ async def test_a_reminder_older_than_the_catch_up_window_expires_unsent(h: Harne
     h.clock.advance(25 * 3600)
     report = await h.service.run_due()
     assert (report.sent, report.expired) == (0, 1)
+
+
+async def test_a_dead_push_token_is_forgotten_and_the_next_phone_gets_the_message(h: Harness) -> None:
+    """APNs 410 / JPush 1011 reach the service as a final token_invalid error from the push channel."""
+    account = await h.resident(phone=None, wechat=False)
+    async with SqlUnitOfWork(h.source) as uow:
+        await uow.notifications.add_push_device(account, "jpush", "dead-token", now=h.clock.now())
+        await uow.notifications.add_push_device(account, "apns", "live-token", now=h.clock.now())
+        await uow.commit()
+    h.push.dead_tokens = {"dead-token"}
+    await h.service.on_event("test.urgent", event(account), "evt-push")
+    assert await h.run() == [DeliveryState.SENT]
+    assert [value for value, _ in h.push.sent] == ["live-token"]
+    async with SqlUnitOfWork(h.source) as uow:
+        assert await uow.notifications.push_devices(account) == [("apns", "live-token")]
+
+    h.push.dead_tokens = {"live-token"}
+    await h.service.on_event("test.urgent", event(account), "evt-push-2")
+    assert await h.run() == [DeliveryState.FAILED_FINAL], "no phone left"
+    async with SqlUnitOfWork(h.source) as uow:
+        assert list(await uow.notifications.push_devices(account)) == []

@@ -32,6 +32,8 @@ class LiveServer:
     log_path: Path
     env: dict[str, str]
     """The HSP_ settings the server runs with (for commands run beside it)."""
+    worker_metrics_url: str | None = None
+    """The worker's Prometheus listener, when a worker runs beside the server."""
 
 
 def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -57,7 +59,11 @@ def run_bff(
     with open(log_path, "wb") as log:
         process = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     workers: list[subprocess.Popen[bytes]] = []
+    worker_metrics_url = None
     if worker:
+        metrics_port = free_port()
+        full_env["HSP_BROKER__WORKER_METRICS_BIND"] = f"127.0.0.1:{metrics_port}"
+        worker_metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         with open(log_dir / f"worker-{port}.log", "wb") as wlog:
             workers.append(
                 subprocess.Popen(
@@ -72,8 +78,11 @@ def run_bff(
             workers.append(
                 subprocess.Popen([BFF, "beat"], cwd=ROOT, env=full_env, stdout=blog, stderr=subprocess.STDOUT)
             )
-    hsp_env = {k: v for k, v in full_env.items() if k.startswith("HSP_")}
-    server = LiveServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log_path, hsp_env)
+    # What commands run beside the server inherit: not the worker's metrics address, which only one may bind.
+    hsp_env = {k: v for k, v in full_env.items() if k.startswith("HSP_") and k != "HSP_BROKER__WORKER_METRICS_BIND"}
+    server = LiveServer(
+        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log_path, hsp_env, worker_metrics_url
+    )
     try:
         _wait_ready(server, ready_timeout)
         yield server
@@ -95,7 +104,10 @@ def _wait_ready(server: LiveServer, timeout: float) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"bff exited with {server.process.returncode}: {server.log_path.read_text()[-3000:]}")
         try:
+            # Both listeners must answer: the admin port can be up a moment before the public one, which has no
+            # health route of its own (any answer, 404 included, proves it listens).
             response = httpx.get(server.admin_url + "/readyz", timeout=2)
+            httpx.get(server.base_url + "/healthz", timeout=2)
             if response.status_code == 200:
                 return
             last = response.text
