@@ -38,3 +38,17 @@ def require_staff(*roles: str) -> Any:
             raise ForbiddenError("missing role", code="auth.missing_role")
 
     return guard
+
+
+def require_unrestricted(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Patient data stays closed to a restricted session (a dormant account, a phone rebound) until the
+    real-name re-check passes (``POST /api/v1/patient/recheck``)."""
+    from bff.auth.principal import SessionPrincipal
+
+    principal = current_principal(connection)
+    if isinstance(principal, SessionPrincipal) and principal.session is not None and principal.session.restriction:
+        raise ForbiddenError(
+            f"restricted session: {principal.session.restriction.value}",
+            code="auth.recheck_required",
+            message="为保护您的信息安全，请先完成实名信息核验",
+        )

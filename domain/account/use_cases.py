@@ -711,6 +711,28 @@ class AccountService:
             await uow.commit()
         await self._forget_sessions([session.id])
 
+    async def lift_restriction(self, session: Session, *, ctx: ClientContext) -> None:
+        """After the real-name re-check passed (the patients feature decides), the session opens patient data."""
+        if session.restriction is None:
+            return
+        async with self.d.uow_factory() as uow:
+            await uow.accounts.set_session_restriction(session.id, None)
+            await uow.audit.record(
+                self._audit(
+                    "auth.restriction_lifted",
+                    Outcome.SUCCESS,
+                    ctx,
+                    actor=f"account:{session.account_id}",
+                    role="resident",
+                    object_type="session",
+                    object_id=session.id,
+                    details={"restriction": session.restriction.value},
+                ),
+                now=self._now(),
+            )
+            await uow.commit()
+        await self._forget_sessions([session.id], keep_seen=True)
+
     async def _forget_sessions(self, ids: Sequence[str], *, keep_seen: bool = False) -> None:
         if self.d.store is None or not ids:
             return

@@ -1,0 +1,66 @@
+"""The national e-health-card platform (电子健康卡, Tencent health-card open platform; protocols §6, DESIGN D9):
+our own request signing and async client."""
+
+from __future__ import annotations
+
+from integrations.healthcard.client import (
+    APP_TOKEN_PATH,
+    CODE_TYPE_DYNAMIC,
+    CODE_TYPE_STATIC,
+    DEFAULT_BASE_URL,
+    DEFAULT_RESULT_CODES,
+    ID_TYPE_RESIDENT_CARD,
+    ISV_PATH,
+    DynamicQrCode,
+    HealthCard,
+    HealthCardBadResponseError,
+    HealthCardBadSignatureError,
+    HealthCardClient,
+    HealthCardCodeUsedError,
+    HealthCardQrExpiredError,
+    HealthCardRejectedError,
+    HealthCardResultCodes,
+    HealthCardUnavailableError,
+    QrCodeVerification,
+)
+from integrations.healthcard.signing import (
+    render_value,
+    request_fields,
+    response_fields,
+    sign,
+    sign_request,
+    sign_response,
+    sign_string,
+    verify,
+    verify_response,
+)
+
+__all__ = [
+    "APP_TOKEN_PATH",
+    "CODE_TYPE_DYNAMIC",
+    "CODE_TYPE_STATIC",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_RESULT_CODES",
+    "ID_TYPE_RESIDENT_CARD",
+    "ISV_PATH",
+    "DynamicQrCode",
+    "HealthCard",
+    "HealthCardBadResponseError",
+    "HealthCardBadSignatureError",
+    "HealthCardClient",
+    "HealthCardCodeUsedError",
+    "HealthCardQrExpiredError",
+    "HealthCardRejectedError",
+    "HealthCardResultCodes",
+    "HealthCardUnavailableError",
+    "QrCodeVerification",
+    "render_value",
+    "request_fields",
+    "response_fields",
+    "sign",
+    "sign_request",
+    "sign_response",
+    "sign_string",
+    "verify",
+    "verify_response",
+]

@@ -1,0 +1,1 @@
+"""Persistence of persons, patients, consents, hospital records and merges."""
