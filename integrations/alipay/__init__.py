@@ -1,4 +1,5 @@
-"""Alipay OpenAPI v2 (DESIGN D9): our own RSA2 signing, the gateway client and the mini-program login."""
+"""Alipay OpenAPI v2 (DESIGN D9): our own RSA2 signing, the gateway client, the mini-program login, its
+subscribe-template messages and the trade (payment) APIs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from integrations.alipay.client import (
     AlipayMisconfiguredError,
     AlipayUnavailableError,
     is_success,
+)
+from integrations.alipay.messages import (
+    AlipayMessageClient,
+    AlipayMessageRefusedError,
+    AlipayMessageRejectedError,
+    AlipayRateLimitedError,
 )
 from integrations.alipay.signing import (
     MalformedResponseError,
@@ -28,15 +35,63 @@ from integrations.alipay.signing import (
     sign_params,
     verify_notify,
 )
+from integrations.alipay.trade import (
+    AlipayAmountError,
+    AlipayBillEntry,
+    AlipayBillNotFoundError,
+    AlipayNotification,
+    AlipayNotificationError,
+    AlipayNotificationMismatchError,
+    AlipayRefund,
+    AlipayRefundAmountError,
+    AlipayRefundStatus,
+    AlipaySellerBalanceNotEnoughError,
+    AlipayTrade,
+    AlipayTradeClient,
+    AlipayTradeClosedError,
+    AlipayTradeFinishedError,
+    AlipayTradeHasSuccessError,
+    AlipayTradeInconsistentError,
+    AlipayTradeNotFoundError,
+    AlipayTradeRejectedError,
+    AlipayTradeRequestError,
+    AlipayTradeStatusError,
+    parse_notification,
+    parse_trade_bill,
+)
 
 __all__ = [
     "DEFAULT_GATEWAY",
+    "AlipayAmountError",
     "AlipayBadResponseError",
     "AlipayBadSignatureError",
+    "AlipayBillEntry",
+    "AlipayBillNotFoundError",
     "AlipayBusinessError",
     "AlipayClient",
+    "AlipayMessageClient",
+    "AlipayMessageRefusedError",
+    "AlipayMessageRejectedError",
     "AlipayMiniProgramLogin",
     "AlipayMisconfiguredError",
+    "AlipayNotification",
+    "AlipayNotificationError",
+    "AlipayNotificationMismatchError",
+    "AlipayRateLimitedError",
+    "AlipayRefund",
+    "AlipayRefundAmountError",
+    "AlipayRefundStatus",
+    "AlipaySellerBalanceNotEnoughError",
+    "AlipayTrade",
+    "AlipayTradeClient",
+    "AlipayTradeClosedError",
+    "AlipayTradeFinishedError",
+    "AlipayTradeHasSuccessError",
+    "AlipayTradeInconsistentError",
+    "AlipayTradeNotFoundError",
+    "AlipayTradeRejectedError",
+    "AlipayTradeRequestError",
+    "AlipayTradeStatusError",
     "AlipayUnavailableError",
     "MalformedResponseError",
     "ResponseEnvelope",
@@ -45,7 +100,9 @@ __all__ = [
     "is_success",
     "locate_response",
     "notify_sign_content",
+    "parse_notification",
     "parse_timestamp",
+    "parse_trade_bill",
     "response_key",
     "rsa2_sign",
     "rsa2_verify",

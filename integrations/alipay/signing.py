@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Final
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -139,26 +139,41 @@ def sign_params(params: Mapping[str, str], private_key_pem: bytes) -> dict[str, 
     return signed
 
 
-def verify_notify(params: Mapping[str, str], *, alipay_public_key_pem: bytes) -> bool:
+def verify_notify(params: Mapping[str, str], *, alipay_public_key_pem: bytes, try_with_sign_type: bool = True) -> bool:
     """Verify an asynchronous notification with the Alipay public key (never the app key), protocols §3.5.
 
-    The sign string leaves out ``sign`` and ``sign_type``; values are used as the form parser decoded them
-    (decoding once more would break values holding ``%``). Only RSA2 is accepted. Some non-trade
-    notifications (``alipay.open.servicemarket.order.notify``) are signed with ``sign_type`` kept in, so
-    that variant is tried second, as Alipay's Node SDK does; both strings can only verify under a signature
-    Alipay made over exactly that string.
+    The rule for trade notifications (``trade_status_sync``): take every received parameter, remove ``sign``
+    **and** ``sign_type``, drop empty values, sort by key, join ``key=value`` with ``&`` and check the RSA2
+    (SHA256withRSA) signature. Values are used as the form parser decoded them: decoding once more would break
+    values holding ``%``. Only RSA2 is accepted (an absent ``sign_type`` is taken as RSA2).
+
+    Some non-trade notifications (``alipay.open.servicemarket.order.notify``) are signed with ``sign_type``
+    kept in the string. With ``try_with_sign_type`` (the default) that variant is tried second, with
+    ``sign_type=RSA2`` put back when the sender's form lacks it, as Alipay's Node SDK ``checkNotifySign``
+    does; either string verifies only under a signature Alipay made over exactly that string, so trying both
+    grants nothing a forger could use. Pass ``False`` to accept the trade rule only.
+
+    Returns False on any failure: no or a malformed signature, another sign type, a value that is not a
+    string, an unusable key. (Keys are checked when the trade client is built, so a misconfigured key does not
+    hide here.)
     """
-    signature = params.get(SIGN)
-    if not signature:
+    try:
+        signature = params.get(SIGN)
+        if not isinstance(signature, str) or not signature:
+            return False
+        if any(not isinstance(key, str) or not isinstance(value, str) for key, value in params.items()):
+            return False
+        sign_type = params.get(SIGN_TYPE) or RSA2
+        if sign_type != RSA2:
+            return False
+        if rsa2_verify(notify_sign_content(params), signature, alipay_public_key_pem):
+            return True
+        if not try_with_sign_type:
+            return False
+        with_type = {**params, SIGN_TYPE: sign_type}
+        return rsa2_verify(notify_sign_content(with_type, include_sign_type=True), signature, alipay_public_key_pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         return False
-    sign_type = params.get(SIGN_TYPE)
-    if sign_type and sign_type != RSA2:
-        return False
-    if rsa2_verify(notify_sign_content(params), signature, alipay_public_key_pem):
-        return True
-    return bool(sign_type) and rsa2_verify(
-        notify_sign_content(params, include_sign_type=True), signature, alipay_public_key_pem
-    )
 
 
 # -- responses ---------------------------------------------------------------------------------------------------
