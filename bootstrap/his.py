@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from domain.billing.ports import BillingNotOfferedError, HisBilling
 from domain.catalogue.model import Hospital
 from domain.catalogue.ports import HisAdapter, HisUnavailableError
 from domain.catalogue.use_cases import CatalogueService
@@ -22,6 +23,15 @@ class RegistryHisGateway:
     def for_hospital(self, hospital_code: str) -> HisAdapter:
         try:
             return self._resilient.for_hospital(hospital_code)
+        except NotFoundError:
+            raise HisUnavailableError(f"no HIS adapter for {hospital_code}", code="his.not_configured") from None
+
+    def billing_for(self, hospital_code: str) -> HisBilling:
+        """``HisBillingGateway``: reads retried, the settlement tried once, like the other HIS calls."""
+        try:
+            return self._resilient.billing_for(hospital_code)
+        except BillingNotOfferedError:
+            raise
         except NotFoundError:
             raise HisUnavailableError(f"no HIS adapter for {hospital_code}", code="his.not_configured") from None
 

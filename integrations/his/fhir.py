@@ -13,6 +13,11 @@ stopped, else ``his.business_rule``; 429, 5xx, timeouts and transport failures -
 (``his.throttled``, ``his.server_error``, ``his.timeout``, ``his.transport``); an answer that breaks the
 protocol -> ``his.bad_response``. Messages and logs name the operation and the HTTP status, never a patient
 identifier, a name, or the HIS's free text.
+
+Billing (诊间支付): ``Invoice`` searches and reads become ``OutpatientBill`` (a 404 on a read is
+``BillNotFoundError``); ``$settle`` answers a ``Settlement``, and any 4xx to it is a final
+``BillSettlementRefusedError`` whose reason comes from the OperationOutcome's detail code
+(``urn:hsp:settlement-refusal``); 429, 5xx and timeouts stay ``HisUnavailableError`` (retry with the same key).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from domain.billing.model import BillStatus, OutpatientBill, Settlement
+from domain.billing.ports import BillNotFoundError, BillSettlementRefusedError, SettlementRefusal
 from domain.catalogue.model import (
     Department,
     Doctor,
@@ -41,6 +48,7 @@ from domain.catalogue.model import (
 from domain.catalogue.ports import HisRejectedError, HisUnavailableError
 from domain.kernel.clock import Clock
 from domain.kernel.errors import ValidationError
+from domain.kernel.money import fen_to_yuan
 from integrations.his.resources import (
     DEPARTMENT_SYSTEM,
     ID_TYPE_SYSTEM_PREFIX,
@@ -51,6 +59,7 @@ from integrations.his.resources import (
     SESSION_SYSTEM,
     FhirAppointment,
     FhirBundle,
+    FhirInvoice,
     FhirOrganization,
     FhirParseError,
     FhirPractitioner,
@@ -61,6 +70,7 @@ from integrations.his.resources import (
     parse_appointment,
     parse_bundle,
     parse_healthcare_service,
+    parse_invoice,
     parse_operation_outcome,
     parse_organization,
     parse_patient,
@@ -68,6 +78,7 @@ from integrations.his.resources import (
     parse_practitioner_role,
     parse_schedule,
     parse_slot,
+    to_bill,
     to_department,
     to_doctor,
     to_session,
@@ -101,8 +112,39 @@ _MESSAGES: Mapping[str, str] = {
 }
 
 
-def _rejected(code: str, detail: str) -> HisRejectedError:
-    return HisRejectedError(detail, code=code, message=_MESSAGES.get(code))
+def _rejected(code: str, detail: str, extra: Mapping[str, object] | None = None) -> HisRejectedError:
+    return HisRejectedError(detail, code=code, message=_MESSAGES.get(code), extra=extra)
+
+
+_REFUSALS: Mapping[str, SettlementRefusal] = {
+    "amount-mismatch": SettlementRefusal.AMOUNT_MISMATCH,
+    "bill-cancelled": SettlementRefusal.CANCELLED,
+    "already-settled": SettlementRefusal.ALREADY_SETTLED,
+    "wrong-patient": SettlementRefusal.WRONG_PATIENT,
+    "unknown-bill": SettlementRefusal.UNKNOWN_BILL,
+}
+"""``OperationOutcome.issue[0].details.coding[0].code`` of a refused ``$settle`` (``urn:hsp:settlement-refusal``)."""
+
+
+def _refused(error: HisRejectedError) -> BillSettlementRefusedError:
+    """A ``$settle`` the HIS answered with a 4xx: final. The reason comes from the outcome's detail code, else
+    from the status (404: the bill is unknown)."""
+    detail_code = error.extra.get("detail_code")
+    reason = _REFUSALS.get(detail_code) if isinstance(detail_code, str) else None
+    if reason is None:
+        unknown = error.extra.get("status") in (404, 410)
+        reason = SettlementRefusal.UNKNOWN_BILL if unknown else SettlementRefusal.REFUSED
+    return BillSettlementRefusedError(error.detail, reason=reason, extra={"status": error.extra.get("status")})
+
+
+def _yuan_number(fen: int) -> int | float:
+    """Fen as the JSON number of a FHIR ``decimal`` in yuan. The shortest repr of the nearest binary float of a
+    decimal with at most 15 significant digits is that decimal itself, so ``12.34`` goes out as ``12.34``
+    exactly (amounts stay below 10**13 yuan: at most 15 significant digits)."""
+    if isinstance(fen, bool) or not isinstance(fen, int) or not 0 < fen < 10**15:
+        raise ValueError("an amount to settle is a positive integer number of fen")
+    whole, cents = divmod(fen, 100)
+    return whole if cents == 0 else float(Decimal(fen_to_yuan(fen)))
 
 
 def _retry_after(response: httpx.Response) -> int | None:
@@ -229,19 +271,21 @@ class FhirHisAdapter:
                 raise HIS_FAILURE(
                     Failure.BAD_RESPONSE, f"{where}: HTTP {status} with a body that is not JSON"
                 ) from None
-        issue = self._issue_code(response)
+        issue, detail_code = self._outcome_codes(response)
         detail = f"{where}: HTTP {status}" + (f" ({issue})" if issue else "")
+        detail += f" [{detail_code}]" if detail_code else ""
         logger.log(logging.WARNING if status >= 500 or status == 429 else logging.INFO, "%s", detail)
+        extra = {"status": status, "detail_code": detail_code}
         if status in (404, 410):
-            raise _rejected("his.not_found", detail)
+            raise _rejected("his.not_found", detail, extra)
         if status == 409:
-            raise _rejected(on_conflict, detail)
+            raise _rejected(on_conflict, detail, extra)
         if status == 412:
-            raise _rejected("his.ambiguous_match", detail)
+            raise _rejected("his.ambiguous_match", detail, extra)
         if status == 422:
-            raise _rejected("his.business_rule", detail)
+            raise _rejected("his.business_rule", detail, extra)
         if status == 400:
-            raise _rejected("his.bad_request", detail)
+            raise _rejected("his.bad_request", detail, extra)
         if status == 429:
             raise HIS_FAILURE(Failure.THROTTLED, detail, retry_after=_retry_after(response))
         if status >= 500:
@@ -249,14 +293,19 @@ class FhirHisAdapter:
         raise HIS_FAILURE(Failure.BAD_RESPONSE, detail)
 
     @staticmethod
-    def _issue_code(response: httpx.Response) -> str | None:
-        """The OperationOutcome's first issue code (a FHIR code, never the free-text diagnostics)."""
+    def _outcome_codes(response: httpx.Response) -> tuple[str | None, str | None]:
+        """The OperationOutcome's first issue code and its first detail code (FHIR codes, never the free-text
+        diagnostics)."""
         try:
             outcome = parse_operation_outcome(loads(response.content))
         except FhirParseError:
-            return None
-        code = outcome.first_code
-        return code if code and code.replace("-", "").isalnum() and len(code) <= 40 else None
+            return None, None
+
+        def safe(code: str | None) -> str | None:
+            return code if code and code.replace("-", "").isalnum() and code.isascii() and len(code) <= 40 else None
+
+        first = outcome.issues[0] if outcome.issues else None
+        return safe(outcome.first_code), safe(first.detail_codes[0] if first and first.detail_codes else None)
 
     def _bad(self, op: str, exc: FhirParseError) -> HisUnavailableError:
         error = HIS_FAILURE(Failure.BAD_RESPONSE, f"HIS {self._code} {op}: {exc}")
@@ -627,6 +676,78 @@ class FhirHisAdapter:
         if not found.patid:
             raise self._bad(op, FhirParseError("Patient.identifier", f"no {PATID_SYSTEM} identifier"))
         return found.patid
+
+    # ------------------------------------------------------------------ billing (诊间支付)
+
+    def _bill(self, op: str, raw: Any) -> tuple[FhirInvoice, OutpatientBill]:
+        invoice = self._parsed(op, parse_invoice, raw)
+        return invoice, self._parsed(op, to_bill, invoice, self._code)
+
+    async def unpaid_bills(self, patid: str) -> Sequence[OutpatientBill]:
+        """``GET Invoice?subject=Patient/{patid}&status=issued``: the patient's unpaid bills, oldest first. A bill
+        of another patient in the answer breaks the profile (never shown to this one)."""
+        op = "search Invoice"
+        pages = await self._search("Invoice", [("subject", f"Patient/{patid}"), ("status", "issued")], op=op)
+        bills: dict[str, OutpatientBill] = {}
+        for page in pages:
+            for raw in page.resources("Invoice", mode="match"):
+                _, bill = self._bill(op, raw)
+                if bill.patid != patid:
+                    raise self._bad(op, FhirParseError("Invoice.subject", "names another patient"))
+                if bill.payable:
+                    bills[bill.bill_id] = bill
+        return sorted(bills.values(), key=lambda b: (b.issued_at, b.bill_id))
+
+    async def bill(self, bill_id: str) -> OutpatientBill:
+        """``GET Invoice/{id}`` (the bill id is the Invoice's logical id)."""
+        op = "read Invoice"
+        try:
+            answer = await self._read("Invoice", bill_id, op=op)
+        except HisRejectedError as exc:
+            if exc.code == "his.not_found":
+                raise BillNotFoundError(exc.detail) from None
+            raise
+        invoice, bill = self._bill(op, answer)
+        if invoice.id != bill_id:
+            raise self._bad(op, FhirParseError("Invoice.id", "is not the id asked for"))
+        return bill
+
+    async def settle(
+        self, bill_id: str, *, patid: str, amount_fen: int, payment_ref: str, channel: str, key: str
+    ) -> Settlement:
+        """``POST Invoice/{id}/$settle`` with ``Parameters{amount, patient, paymentReference, channel,
+        requestKey}``; the answer is the Invoice, ``balanced``, with ``identifier[urn:hsp:receipt]`` and
+        ``extension[settled-at]``. A repeat with the request key answers the same Invoice; any 4xx is a final
+        ``BillSettlementRefusedError``."""
+        op = "$settle Invoice"
+        body = {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "amount", "valueMoney": {"value": _yuan_number(amount_fen), "currency": "CNY"}},
+                {"name": "patient", "valueIdentifier": {"system": PATID_SYSTEM, "value": patid}},
+                {"name": "paymentReference", "valueString": payment_ref},
+                {"name": "channel", "valueCode": channel},
+                {"name": "requestKey", "valueIdentifier": {"system": REQUEST_KEY_SYSTEM, "value": key}},
+            ],
+        }
+        url = self._url(f"Invoice/{quote(bill_id, safe='')}/$settle")
+        try:
+            answer = await self._call("POST", url, op=op, body=body, on_conflict="his.conflict")
+        except HisRejectedError as exc:
+            raise _refused(exc) from None
+        invoice, bill = self._bill(op, answer)
+        where = f"HIS {self._code} {op}"
+        if invoice.id != bill_id or bill.patid != patid:
+            raise self._bad(op, FhirParseError("Invoice", "is not the bill settled"))
+        if bill.status is not BillStatus.PAID:
+            raise self._bad(op, FhirParseError("Invoice.status", "must be balanced after $settle"))
+        if bill.total_fen != amount_fen:
+            raise self._bad(op, FhirParseError("Invoice.totalGross", "is not the amount settled"))
+        if not invoice.receipt_no or invoice.settled_at is None:
+            missing = "identifier" if not invoice.receipt_no else "extension[settled-at]"
+            raise self._bad(op, FhirParseError(f"Invoice.{missing}", "is required after $settle"))
+        logger.info("%s: settled", where)
+        return Settlement(bill_id=bill_id, his_receipt_no=invoice.receipt_no, settled_at=invoice.settled_at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """The HIS gateway: hospital code -> its adapter, each wrapped in that hospital's own circuit breaker, concurrency
 limit (bulkhead) and per-call timeout, so that one failing or slow HIS neither slows nor breaks the others.
 
-Reads (directory, sessions, queue position) are retried with backoff on transient failures; writes (lock,
-confirm, cancel, stop, check-in, patient creation) are tried once: they carry a request key, so the caller
-may retry them later with the same key and get one effect (docs/his-fhir-profile.md, "Errors").
+Reads (directory, sessions, queue position, bills) are retried with backoff on transient failures; writes (lock,
+confirm, cancel, stop, check-in, patient creation, bill settlement) are tried once: they carry a request key, so
+the caller may retry them later with the same key and get one effect (docs/his-fhir-profile.md, "Errors").
+Billing passes through only for adapters that implement ``HisBilling`` (``billing_for``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TypeVar
 
+from domain.billing.model import OutpatientBill, Settlement
+from domain.billing.ports import BillingNotOfferedError, HisBilling
 from domain.catalogue.model import (
     Department,
     Doctor,
@@ -134,7 +137,8 @@ class _Guard:
 
 
 class ResilientHisAdapter:
-    """A ``HisAdapter`` calling another through its hospital's guard: reads retried, writes once."""
+    """A ``HisAdapter`` (and ``HisBilling`` when the adapter inside offers it) calling another through its
+    hospital's guard: reads retried, writes once."""
 
     def __init__(self, adapter: HisAdapter, guard: _Guard) -> None:
         self._adapter = adapter
@@ -190,6 +194,37 @@ class ResilientHisAdapter:
     async def find_or_create(self, document: PatientDocument, *, key: str) -> str:
         return await self._guard.write("find_or_create", lambda: self._adapter.find_or_create(document, key=key))
 
+    # billing: reads retried, the settlement tried once (like confirm)
+
+    @property
+    def offers_billing(self) -> bool:
+        return isinstance(self._adapter, HisBilling)
+
+    def _billing(self) -> HisBilling:
+        adapter = self._adapter
+        if not isinstance(adapter, HisBilling):
+            raise BillingNotOfferedError(f"the HIS adapter of {self.hospital_code} has no billing")
+        return adapter
+
+    async def unpaid_bills(self, patid: str) -> Sequence[OutpatientBill]:
+        billing = self._billing()
+        return await self._guard.read("unpaid_bills", lambda: billing.unpaid_bills(patid))
+
+    async def bill(self, bill_id: str) -> OutpatientBill:
+        billing = self._billing()
+        return await self._guard.read("bill", lambda: billing.bill(bill_id))
+
+    async def settle(
+        self, bill_id: str, *, patid: str, amount_fen: int, payment_ref: str, channel: str, key: str
+    ) -> Settlement:
+        billing = self._billing()
+        return await self._guard.write(
+            "settle",
+            lambda: billing.settle(
+                bill_id, patid=patid, amount_fen=amount_fen, payment_ref=payment_ref, channel=channel, key=key
+            ),
+        )
+
 
 class ResilientHisGateway:
     """``HisGateway`` over a registry of adapters, one guard (breaker, bulkhead, timeout) per hospital."""
@@ -233,6 +268,15 @@ class ResilientHisGateway:
         entry = self._entries.get(hospital_code)
         if entry is None:
             raise NotFoundError(f"no HIS adapter for hospital {hospital_code}", code="his.hospital_not_configured")
+        return entry
+
+    def billing_for(self, hospital_code: str) -> HisBilling:
+        """The hospital's billing behind its guard; ``BillingNotOfferedError`` when its adapter has none."""
+        entry = self._entries.get(hospital_code)
+        if entry is None:
+            raise NotFoundError(f"no HIS adapter for hospital {hospital_code}", code="his.hospital_not_configured")
+        if not entry.offers_billing:
+            raise BillingNotOfferedError(f"the HIS adapter of {hospital_code} has no billing")
         return entry
 
     def health(self) -> list[HisHealth]:

@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from domain.billing.model import BillItem, BillStatus, OutpatientBill, bill_title
 from domain.catalogue.model import (
     Department,
     Doctor,
@@ -42,6 +43,12 @@ REQUEST_KEY_SYSTEM = "urn:hsp:request-key"
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 """居民身份证 (CV02.01.101 code 01)."""
 ID_TYPE_SYSTEM_PREFIX = "urn:hsp:id-type:"
+RECEIPT_SYSTEM = "urn:hsp:receipt"
+"""The HIS's receipt number (收据号) of a settled Invoice."""
+CHARGE_ITEM_SYSTEM = "urn:hsp:charge-item"
+FEE_CATEGORY_SYSTEM = "urn:hsp:fee-category"
+SETTLEMENT_REFUSAL_SYSTEM = "urn:hsp:settlement-refusal"
+"""``OperationOutcome.issue.details.coding`` of a refused ``$settle``."""
 
 SLOT_STATUSES = frozenset({"free", "busy", "busy-unavailable", "busy-tentative", "entered-in-error"})
 """R4 SlotStatus (required binding)."""
@@ -844,6 +851,270 @@ def parse_patient(raw: Any) -> FhirPatient:
         gender=_string(obj, "gender", where),
         birth_date=None if birth is None else parse_date(birth, f"{where}.birthDate"),
     )
+
+
+# --- billing (诊间支付) ------------------------------------------------------------------------------------
+
+INVOICE_STATUSES = frozenset({"draft", "issued", "balanced", "cancelled", "entered-in-error"})
+"""R4 InvoiceStatus (required binding)."""
+PRICE_COMPONENT_TYPES = frozenset({"base", "surcharge", "deduction", "discount", "tax", "informational"})
+"""R4 InvoicePriceComponentType (required binding)."""
+_BILL_STATUS: Mapping[str, BillStatus] = {
+    "draft": BillStatus.UNPAID,
+    "issued": BillStatus.UNPAID,
+    "balanced": BillStatus.PAID,
+    "cancelled": BillStatus.CANCELLED,
+    "entered-in-error": BillStatus.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FhirPriceComponent:
+    type: str
+    code: str | None
+    factor: Decimal | None
+    amount: Money | None
+
+
+@dataclass(frozen=True, slots=True)
+class FhirLineItem:
+    sequence: int | None
+    charge_item: JsonObject | None
+    """``chargeItemCodeableConcept`` (None when the line names a ``chargeItemReference`` instead)."""
+    charge_item_reference: Reference | None
+    price_components: tuple[FhirPriceComponent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FhirInvoice:
+    id: str
+    status: str
+    identifiers: tuple[Identifier, ...]
+    type_text: str | None
+    subject: Reference | None
+    date: datetime | None
+    participants: tuple[tuple[str | None, Reference], ...]
+    """(role code, actor) of each participant."""
+    issuer: Reference | None
+    line_items: tuple[FhirLineItem, ...]
+    total_net: Money | None
+    total_gross: Money | None
+    settled_at: datetime | None
+    insured: Money | None
+    version: str
+
+    @property
+    def receipt_no(self) -> str | None:
+        return identifier_value(self.identifiers, RECEIPT_SYSTEM)
+
+    def __repr__(self) -> str:  # the subject is personal data: keep it out of logs and tracebacks
+        return f"FhirInvoice(id={self.id!r}, status={self.status!r})"
+
+
+def _decimal(value: Any, where: str) -> Decimal:
+    if isinstance(value, float):
+        raise FhirParseError(where, "must be decoded as a decimal, never a binary float")
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise FhirParseError(where, "must be a number")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise FhirParseError(where, "must be finite")
+    return Decimal(value)
+
+
+def _optional_money(raw: JsonObject, key: str, where: str) -> Money | None:
+    value = raw.get(key)
+    return None if value is None else parse_money(value, f"{where}.{key}")
+
+
+def _price_component(raw: Any, where: str) -> FhirPriceComponent:
+    obj = _object(raw, where)
+    kind = _required(obj, "type", where)
+    if kind not in PRICE_COMPONENT_TYPES:
+        raise FhirParseError(f"{where}.type", "is not an R4 InvoicePriceComponentType")
+    code = obj.get("code")
+    factor = obj.get("factor")
+    return FhirPriceComponent(
+        type=kind,
+        code=None if code is None else _first_code(code, f"{where}.code"),
+        factor=None if factor is None else _decimal(factor, f"{where}.factor"),
+        amount=_optional_money(obj, "amount", where),
+    )
+
+
+def _line_item(raw: Any, where: str) -> FhirLineItem:
+    obj = _object(raw, where)
+    sequence = obj.get("sequence")
+    concept = obj.get("chargeItemCodeableConcept")
+    reference = obj.get("chargeItemReference")
+    if concept is None and reference is None:
+        raise FhirParseError(f"{where}.chargeItem[x]", "is required")
+    return FhirLineItem(
+        sequence=None if sequence is None else _integer(sequence, f"{where}.sequence"),
+        charge_item=None if concept is None else _object(concept, f"{where}.chargeItemCodeableConcept"),
+        charge_item_reference=None if reference is None else parse_reference(reference, f"{where}.chargeItemReference"),
+        price_components=tuple(
+            _price_component(item, f"{where}.priceComponent[{i}]")
+            for i, item in enumerate(_list(obj, "priceComponent", where))
+        ),
+    )
+
+
+def parse_invoice(raw: Any) -> FhirInvoice:
+    """R4 Invoice: ``status`` is required; we also need the server's ``id`` (the bill id)."""
+    where = "Invoice"
+    obj = _resource(raw, where)
+    status = _required(obj, "status", where)
+    if status not in INVOICE_STATUSES:
+        raise FhirParseError(f"{where}.status", "is not an R4 InvoiceStatus")
+    participants: list[tuple[str | None, Reference]] = []
+    for i, item in enumerate(_list(obj, "participant", where)):
+        part = _object(item, f"{where}.participant[{i}]")
+        actor = part.get("actor")
+        if actor is None:
+            raise FhirParseError(f"{where}.participant[{i}].actor", "is required")
+        role = part.get("role")
+        participants.append(
+            (
+                None if role is None else _first_code(role, f"{where}.participant[{i}].role"),
+                parse_reference(actor, f"{where}.participant[{i}].actor"),
+            )
+        )
+    subject = obj.get("subject")
+    issuer = obj.get("issuer")
+    kind = obj.get("type")
+    date_text = _string(obj, "date", where)
+    extensions = parse_extensions(obj, where)
+    return FhirInvoice(
+        id=_required(obj, "id", where),
+        status=status,
+        identifiers=_identifiers(obj, where),
+        type_text=None if kind is None else _codeable_text(kind, f"{where}.type"),
+        subject=None if subject is None else parse_reference(subject, f"{where}.subject"),
+        date=None if date_text is None else parse_instant(date_text, f"{where}.date"),
+        participants=tuple(participants),
+        issuer=None if issuer is None else parse_reference(issuer, f"{where}.issuer"),
+        line_items=tuple(
+            _line_item(item, f"{where}.lineItem[{i}]") for i, item in enumerate(_list(obj, "lineItem", where))
+        ),
+        total_net=_optional_money(obj, "totalNet", where),
+        total_gross=_optional_money(obj, "totalGross", where),
+        settled_at=extensions.instant("settled-at", where),
+        insured=extensions.money("insured", where),
+        version=_meta_version(obj, where),
+    )
+
+
+def invoice_patid(invoice: FhirInvoice) -> str | None:
+    """The patid of the Invoice's subject: its ``urn:hsp:patid`` logical reference, else ``Patient/{patid}``."""
+    if invoice.subject is None:
+        return None
+    return invoice.subject.logical(PATID_SYSTEM) or invoice.subject.id_of("Patient")
+
+
+def _coding(concept: JsonObject, system: str, where: str) -> JsonObject | None:
+    for i, coding in enumerate(_list(concept, "coding", where)):
+        item = _object(coding, f"{where}.coding[{i}]")
+        if item.get("system") == system:
+            return item
+    return None
+
+
+def _bill_item(line: FhirLineItem, where: str) -> BillItem:
+    """One line: the charge item and fee category codings, and one ``base`` price component whose ``factor`` is
+    the quantity and whose ``amount`` is the line's amount (the unit price is the amount over the quantity)."""
+    if line.charge_item is None:
+        raise FhirParseError(f"{where}.chargeItemCodeableConcept", "is required (chargeItemReference is not profiled)")
+    concept_where = f"{where}.chargeItemCodeableConcept"
+    item = _coding(line.charge_item, CHARGE_ITEM_SYSTEM, concept_where)
+    if item is None:
+        raise FhirParseError(concept_where, f"no {CHARGE_ITEM_SYSTEM} coding")
+    code = _required(item, "code", f"{concept_where}.coding")
+    name = _string(line.charge_item, "text", concept_where) or _string(item, "display", f"{concept_where}.coding")
+    if not name or not name.strip():
+        raise FhirParseError(concept_where, "names no charge item (text or display)")
+    category_coding = _coding(line.charge_item, FEE_CATEGORY_SYSTEM, concept_where)
+    category = None
+    if category_coding is not None:
+        category = _string(category_coding, "display", f"{concept_where}.coding") or _string(
+            category_coding, "code", f"{concept_where}.coding"
+        )
+    if not category or not category.strip():
+        raise FhirParseError(concept_where, f"no {FEE_CATEGORY_SYSTEM} coding")
+    priced = [c for c in line.price_components if c.type != "informational"]
+    if len(priced) != 1 or priced[0].type != "base":
+        raise FhirParseError(f"{where}.priceComponent", "must be one base component (no surcharge, discount or tax)")
+    base = priced[0]
+    if base.amount is None:
+        raise FhirParseError(f"{where}.priceComponent.amount", "is required")
+    amount = base.amount.to_fen(f"{where}.priceComponent.amount")
+    factor = Decimal(1) if base.factor is None else base.factor
+    if factor != factor.to_integral_value() or factor < 1:
+        raise FhirParseError(f"{where}.priceComponent.factor", "must be a whole quantity of at least 1")
+    quantity = int(factor)
+    unit, rest = divmod(amount, quantity)
+    if amount < 0 or rest:
+        raise FhirParseError(f"{where}.priceComponent.amount", "is not a whole number of fen per unit")
+    return BillItem(
+        code=code, name=name.strip(), quantity=quantity, unit_price_fen=unit, amount_fen=amount, category=category
+    )
+
+
+def to_bill(invoice: FhirInvoice, hospital_code: str) -> OutpatientBill:
+    """The outpatient bill of an Invoice: fen exactly, the totals checked against the lines (self-pay only: an
+    Invoice with taxes or an insured part is not part of the profile yet)."""
+    where = "Invoice"
+    patid = invoice_patid(invoice)
+    if not patid:
+        raise FhirParseError(f"{where}.subject", f"names no patient ({PATID_SYSTEM} or Patient/{{patid}})")
+    if invoice.date is None:
+        raise FhirParseError(f"{where}.date", "is required")
+    if not invoice.line_items:
+        raise FhirParseError(f"{where}.lineItem", "is required")
+    items = tuple(_bill_item(line, f"{where}.lineItem[{i}]") for i, line in enumerate(invoice.line_items))
+    lines = sum(item.amount_fen for item in items)
+    totals = [
+        (name, money.to_fen(f"{where}.{name}"))
+        for name, money in (("totalGross", invoice.total_gross), ("totalNet", invoice.total_net))
+        if money is not None
+    ]
+    if not totals:
+        raise FhirParseError(f"{where}.totalGross", "is required")
+    for name, total in totals:
+        if total != lines:
+            raise FhirParseError(f"{where}.{name}", "does not equal the sum of the line items")
+    if invoice.insured is not None and invoice.insured.to_fen(f"{where}.extension[insured].valueMoney") != 0:
+        raise FhirParseError(f"{where}.extension[insured]", "insured parts are not part of the profile yet")
+    doctor = next(
+        (
+            actor.display
+            for _, actor in invoice.participants
+            if actor.display
+            and (
+                actor.logical(PRACTITIONER_SYSTEM) is not None
+                or actor.id_of("Practitioner") is not None
+                or actor.id_of("PractitionerRole") is not None
+            )
+        ),
+        "",
+    )
+    department = (invoice.issuer.display or "") if invoice.issuer is not None else ""
+    try:
+        return OutpatientBill(
+            hospital_code=hospital_code,
+            bill_id=invoice.id,
+            patid=patid,
+            title=(invoice.type_text or "").strip() or bill_title(items),
+            department=department.strip(),
+            doctor_name=doctor.strip(),
+            issued_at=invoice.date,
+            items=items,
+            self_pay_fen=lines,
+            insured_fen=0,
+            total_fen=lines,
+            status=_BILL_STATUS[invoice.status],
+        )
+    except ValidationError as exc:
+        raise FhirParseError(where, f"breaks a rule of bills ({exc.code})") from None
 
 
 @dataclass(frozen=True, slots=True)

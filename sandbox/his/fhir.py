@@ -7,9 +7,11 @@ Extensions are named as in the profile: an extension's ``url`` is the bare name 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -19,6 +21,7 @@ from domain.kernel.clock import SHANGHAI
 from sandbox.his.seed import (
     TITLE_NAMES,
     AppointmentRec,
+    BillRec,
     DepartmentRec,
     Directory,
     DoctorRec,
@@ -37,6 +40,11 @@ SESSION = "urn:hsp:session"
 PATID = "urn:hsp:patid"
 REQUEST_KEY = "urn:hsp:request-key"
 TITLE_SYSTEM = "urn:hsp:title"
+RECEIPT = "urn:hsp:receipt"
+CHARGE_ITEM = "urn:hsp:charge-item"
+FEE_CATEGORY = "urn:hsp:fee-category"
+SETTLEMENT_REFUSAL = "urn:hsp:settlement-refusal"
+INVOICE_ROLE = "urn:hsp:invoice-role"
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
@@ -45,24 +53,49 @@ Resource = dict[str, Any]
 
 
 class FhirError(Exception):
-    """An error answered as an ``OperationOutcome`` (issue type ``code``) with HTTP ``status``."""
+    """An error answered as an ``OperationOutcome`` (issue type ``code``, optionally a ``details`` coding of
+    ``detail_system``) with HTTP ``status``."""
 
-    def __init__(self, status: int, code: str, diagnostics: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        diagnostics: str,
+        *,
+        headers: dict[str, str] | None = None,
+        detail_code: str | None = None,
+        detail_system: str | None = None,
+    ) -> None:
         super().__init__(f"{status} {code}: {diagnostics}")
         self.status = status
         self.code = code
         self.diagnostics = diagnostics
         self.headers = headers or {}
+        self.detail_code = detail_code
+        self.detail_system = detail_system
 
     def outcome(self) -> Resource:
-        return operation_outcome(self.code, self.diagnostics)
+        return operation_outcome(
+            self.code, self.diagnostics, detail_code=self.detail_code, detail_system=self.detail_system
+        )
 
 
-def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> Resource:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
-    }
+def operation_outcome(
+    code: str,
+    diagnostics: str,
+    severity: str = "error",
+    *,
+    detail_code: str | None = None,
+    detail_system: str | None = None,
+) -> Resource:
+    issue: Resource = {"severity": severity, "code": code}
+    if detail_code is not None:
+        coding: Resource = {"code": detail_code}
+        if detail_system is not None:
+            coding = {"system": detail_system, **coding}
+        issue["details"] = {"coding": [coding], "text": diagnostics}
+    issue["diagnostics"] = diagnostics
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 def instant(moment: datetime) -> str:
@@ -95,6 +128,46 @@ def decode_resource(body: bytes, resource_type: str) -> Resource:
 
 def encode(resource: Resource) -> bytes:
     return msgspec.json.encode(resource)
+
+
+def decode_parameters(body: bytes) -> Resource:
+    """A ``Parameters`` body with its decimals read as ``Decimal`` (money is compared exactly)."""
+    try:
+        resource = json.loads(body, parse_float=Decimal) if body.strip() else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FhirError(400, "structure", f"body is not JSON: {exc}") from None
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Parameters":
+        raise FhirError(400, "structure", "body must be a Parameters resource")
+    return resource
+
+
+def parameter(parameters: Resource, name: str, kind: str) -> Any:
+    """The ``value<kind>`` of the named parameter (None when absent); 400 when it has another value type."""
+    for item in parameters.get("parameter") or ():
+        if isinstance(item, dict) and item.get("name") == name:
+            key = f"value{kind}"
+            if key not in item:
+                raise FhirError(400, "invalid", f"parameter {name!r} must carry {key}")
+            return item[key]
+    return None
+
+
+def yuan(fen: int) -> float | int:
+    """Fen as the JSON number of a FHIR decimal in yuan: the nearest float of ``fen / 100`` prints exactly."""
+    return fen // 100 if fen % 100 == 0 else fen / 100
+
+
+def fen_of(money: Any, where: str) -> int:
+    """A ``Money`` (decoded with ``Decimal``) in CNY with at most two decimals, as fen; 400 otherwise."""
+    if not isinstance(money, dict):
+        raise FhirError(400, "invalid", f"{where} must be a Money")
+    value = money.get("value")
+    if money.get("currency", "CNY") != "CNY" or isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise FhirError(400, "invalid", f"{where} must be a CNY amount")
+    fen = Decimal(value) * 100
+    if fen != fen.to_integral_value():
+        raise FhirError(400, "invalid", f"{where} has more than two decimals")
+    return int(fen)
 
 
 def meta(version: int, last_updated: datetime) -> Resource:
@@ -487,6 +560,69 @@ def patient(record: PatientRec) -> Resource:
     return dict(record.resource)
 
 
+# --- billing -----------------------------------------------------------------------------------------------
+
+
+def invoice(record: BillRec, directory: Directory) -> Resource:
+    """An outpatient bill: ``issued`` (unpaid), ``balanced`` with its receipt and ``settled-at``, or
+    ``cancelled``; each line one ``base`` price component (``factor`` the quantity, ``amount`` the line)."""
+    department = directory.department(record.department_code)
+    doctor = directory.doctor(record.doctor_code) if record.doctor_code else None
+    resource: Resource = {"resourceType": "Invoice", "id": record.id, "meta": meta(record.version, record.last_updated)}
+    if record.settled_at is not None:
+        resource["extension"] = [extension("settled-at", valueInstant=instant(record.settled_at))]
+    identifiers = [identifier(RECEIPT, record.receipt_no)] if record.receipt_no else []
+    if identifiers:
+        resource["identifier"] = identifiers
+    total = {"value": yuan(record.total_fen), "currency": "CNY"}
+    resource |= {
+        "status": record.status,
+        "type": {"text": record.title},
+        "subject": {"reference": f"Patient/{record.patid}", "identifier": identifier(PATID, record.patid)},
+        "date": instant(record.issued_at),
+    }
+    if record.cancel_reason is not None:
+        resource["cancelledReason"] = record.cancel_reason
+    if doctor is not None:
+        resource["participant"] = [
+            {
+                "role": {"coding": [{"system": INVOICE_ROLE, "code": "orderer", "display": "开单医生"}]},
+                "actor": {
+                    "reference": f"Practitioner/{doctor.code}",
+                    "identifier": identifier(PRACTITIONER, doctor.code),
+                    "display": doctor.name,
+                },
+            }
+        ]
+    if department is not None:
+        resource["issuer"] = {"identifier": identifier(DEPARTMENT, department.code), "display": department.name}
+    resource |= {
+        "lineItem": [
+            {
+                "sequence": n,
+                "chargeItemCodeableConcept": {
+                    "coding": [
+                        {"system": CHARGE_ITEM, "code": item.code, "display": item.name},
+                        {"system": FEE_CATEGORY, "code": item.category_code, "display": item.category},
+                    ],
+                    "text": item.name,
+                },
+                "priceComponent": [
+                    {
+                        "type": "base",
+                        "factor": item.quantity,
+                        "amount": {"value": yuan(item.amount_fen), "currency": "CNY"},
+                    }
+                ],
+            }
+            for n, item in enumerate(record.items, 1)
+        ],
+        "totalNet": total,
+        "totalGross": dict(total),
+    }
+    return resource
+
+
 def capability_statement(now: datetime) -> Resource:
     types = ("Organization", "HealthcareService", "Practitioner", "PractitionerRole", "Schedule", "Slot")
     return {
@@ -510,8 +646,12 @@ def capability_statement(now: datetime) -> Resource:
                         "interaction": [{"code": "read"}, {"code": "create"}],
                         "conditionalCreate": True,
                     },
+                    {"type": "Invoice", "interaction": [{"code": "read"}, {"code": "search-type"}]},
                 ],
-                "operation": [{"name": "stop", "definition": "Schedule/$stop"}],
+                "operation": [
+                    {"name": "stop", "definition": "Schedule/$stop"},
+                    {"name": "settle", "definition": "Invoice/$settle"},
+                ],
             }
         ],
     }

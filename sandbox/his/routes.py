@@ -14,7 +14,7 @@ from litestar.types import ControllerRouterHandler, ExceptionHandlersMap
 from domain.kernel.clock import SHANGHAI
 from sandbox.his import fhir
 from sandbox.his.fhir import FHIR_JSON, Entry, FhirError, Query, Resource
-from sandbox.his.seed import SessionRec, SlotRec
+from sandbox.his.seed import CHARGE_ITEMS, FEE_CATEGORIES, BillItemRec, BillRec, SessionRec, SlotRec
 from sandbox.his.simulator import HisSimulator, HospitalState
 
 _T = TypeVar("_T")
@@ -65,7 +65,7 @@ async def fhir_search(
     simulator: NamedDependency[HisSimulator],
 ) -> Response[bytes]:
     """Search (``Bundle`` searchset, ``_count`` and ``_offset`` paging) or ``metadata``."""
-    state = simulator.serving(hospital_code)
+    state = simulator.billing(hospital_code) if resource_type == "Invoice" else simulator.serving(hospital_code)
     if resource_type == "metadata":
         return _answer(fhir.capability_statement(simulator.ctx.clock.now()))
     query = _query(request)
@@ -97,7 +97,7 @@ async def fhir_read(
     simulator: NamedDependency[HisSimulator],
 ) -> Response[bytes]:
     """Read; an Appointment carries its queue position."""
-    state = simulator.serving(hospital_code)
+    state = simulator.billing(hospital_code) if resource_type == "Invoice" else simulator.serving(hospital_code)
     if resource_type == "Appointment":
         return _answer(simulator.render_appointment(state, simulator.appointment(state, resource_id)))
     return _answer(simulator.read(state, resource_type, resource_id))
@@ -153,7 +153,13 @@ async def fhir_operation(
     request: Request[Any, Any, Any],
     simulator: NamedDependency[HisSimulator],
 ) -> Response[bytes]:
-    """``Schedule/{id}/$stop`` with ``Parameters{reason}``: answers the stopped Schedule."""
+    """``Schedule/{id}/$stop`` with ``Parameters{reason}``: answers the stopped Schedule. ``Invoice/{id}/$settle``
+    with ``Parameters{amount, patient, paymentReference, channel, requestKey}``: answers the balanced Invoice."""
+    if (resource_type, operation) == ("Invoice", "$settle"):
+        state = simulator.billing(hospital_code)
+        parameters = fhir.decode_parameters(await request.body())
+        bill = simulator.settle(state, resource_id, parameters)
+        return _answer(fhir.invoice(bill, state.directory))
     state = simulator.serving(hospital_code)
     if (resource_type, operation) != ("Schedule", "$stop"):
         raise FhirError(404, "not-supported", f"unknown operation {resource_type}/{operation}")
@@ -365,6 +371,185 @@ async def test_slot_capacity(
     return _json(CapacityOut(session_id=session.id, slot=_slot_out(slot, session), callback_id=pushed))
 
 
+# --- billing test helpers ----------------------------------------------------------------------------------
+
+
+class BillItemIn(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
+    code: str
+    """A charge item of the sandbox's catalogue, or any code with ``name``, ``unitPriceFen`` and ``category``."""
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 1
+    name: str | None = None
+    unit_price_fen: Annotated[int, msgspec.Meta(ge=0, le=100_000_000)] | None = None
+    category: str | None = None
+    """A fee category: its code (lab, exam, western, patent, treatment, material) or its name (检验费 ...)."""
+
+
+class BillIn(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
+    patid: str
+    items: Annotated[list[BillItemIn], msgspec.Meta(min_length=1, max_length=50)]
+    department_code: str | None = None
+    doctor_code: str | None = None
+
+
+class CancelBillIn(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str | None = None
+
+
+class BillingSwitchIn(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fields=True):
+    refuse_next: Annotated[int, msgspec.Meta(ge=0, le=1000)] | None = None
+    """Refuse this many of the next settlements (final refusals); 0 disarms."""
+    unavailable: bool | None = None
+    """Answer 503 to every Invoice request (search, read, ``$settle``) while true."""
+
+
+class BillItemOut(msgspec.Struct, rename="camel", kw_only=True):
+    code: str
+    name: str
+    category: str
+    quantity: int
+    unit_price_fen: int
+    amount_fen: int
+
+
+class BillOut(msgspec.Struct, rename="camel", kw_only=True):
+    id: str
+    patid: str
+    status: str
+    title: str
+    department_code: str
+    doctor_code: str | None
+    issued_at: datetime
+    total_fen: int
+    items: list[BillItemOut]
+    receipt_no: str | None
+    settled_at: datetime | None
+    payment_ref: str | None
+    channel: str | None
+
+
+class BillsOut(msgspec.Struct, rename="camel", kw_only=True):
+    hospital_code: FromPath[str]
+    bills: list[BillOut]
+
+
+class BillingSwitchOut(msgspec.Struct, rename="camel", kw_only=True):
+    hospital_code: FromPath[str]
+    refuse_next: int
+    unavailable: bool
+
+
+def _bill_out(bill: BillRec) -> BillOut:
+    return BillOut(
+        id=bill.id,
+        patid=bill.patid,
+        status=bill.status,
+        title=bill.title,
+        department_code=bill.department_code,
+        doctor_code=bill.doctor_code,
+        issued_at=bill.issued_at.astimezone(SHANGHAI),
+        total_fen=bill.total_fen,
+        items=[
+            BillItemOut(
+                code=i.code,
+                name=i.name,
+                category=i.category,
+                quantity=i.quantity,
+                unit_price_fen=i.unit_price_fen,
+                amount_fen=i.amount_fen,
+            )
+            for i in bill.items
+        ],
+        receipt_no=bill.receipt_no,
+        settled_at=bill.settled_at.astimezone(SHANGHAI) if bill.settled_at else None,
+        payment_ref=bill.payment_ref,
+        channel=bill.channel,
+    )
+
+
+def _bill_item(item: BillItemIn) -> BillItemRec:
+    known = CHARGE_ITEMS.get(item.code)
+    name = item.name or (known[0] if known else None)
+    names = {name: code for code, name in FEE_CATEGORIES.items()}
+    category = names.get(item.category or "", item.category) or (known[1] if known else None)
+    price = item.unit_price_fen if item.unit_price_fen is not None else (known[2] if known else None)
+    if not name or price is None or category is None:
+        raise FhirError(
+            400, "invalid", f"item {item.code!r} is not in the catalogue: give name, unitPriceFen, category"
+        )
+    if category not in FEE_CATEGORIES:
+        raise FhirError(400, "invalid", f"unknown fee category {category!r}")
+    return BillItemRec(
+        code=item.code,
+        name=name,
+        category_code=category,
+        category=FEE_CATEGORIES[category],
+        quantity=item.quantity,
+        unit_price_fen=price,
+    )
+
+
+@post("/test/{hospital_code:str}/bills", status_code=201, exception_handlers=_ERRORS)
+async def test_add_bill(
+    hospital_code: FromPath[str], request: Request[Any, Any, Any], simulator: NamedDependency[HisSimulator]
+) -> Response[bytes]:
+    """The HIS issues a bill to a patient (``{"patid", "items": [{"code", "quantity"}]}``); answers it."""
+    state = simulator.hospital(hospital_code)
+    data = _decode(await request.body(), BillIn)
+    bill = simulator.add_bill(
+        state,
+        data.patid,
+        [_bill_item(item) for item in data.items],
+        department_code=data.department_code,
+        doctor_code=data.doctor_code,
+    )
+    return Response(msgspec.json.encode(_bill_out(bill)), status_code=201, media_type="application/json")
+
+
+@get("/test/{hospital_code:str}/bills", exception_handlers=_ERRORS)
+async def test_bills(
+    hospital_code: FromPath[str], request: Request[Any, Any, Any], simulator: NamedDependency[HisSimulator]
+) -> Response[bytes]:
+    """A hospital's bills in every status, oldest first; ``patid=`` for one patient's."""
+    state = simulator.hospital(hospital_code)
+    patid = request.query_params.get("patid")
+    bills = sorted(
+        (b for b in state.bills.values() if patid is None or b.patid == patid), key=lambda b: (b.issued_at, b.id)
+    )
+    return _json(BillsOut(hospital_code=hospital_code, bills=[_bill_out(b) for b in bills]))
+
+
+@post("/test/{hospital_code:str}/bills/{bill_id:str}/cancel", status_code=200, exception_handlers=_ERRORS)
+async def test_cancel_bill(
+    hospital_code: FromPath[str],
+    bill_id: FromPath[str],
+    request: Request[Any, Any, Any],
+    simulator: NamedDependency[HisSimulator],
+) -> Response[bytes]:
+    """The HIS withdraws a bill (作废; 409 once it is settled)."""
+    state = simulator.hospital(hospital_code)
+    bill = simulator.cancel_bill(state, bill_id, _decode(await request.body(), CancelBillIn).reason)
+    return _json(_bill_out(bill))
+
+
+@put("/test/{hospital_code:str}/billing", exception_handlers=_ERRORS)
+async def test_billing_switch(
+    hospital_code: FromPath[str], request: Request[Any, Any, Any], simulator: NamedDependency[HisSimulator]
+) -> Response[bytes]:
+    """The billing fault switch: ``refuseNext`` settlements refused for good, ``unavailable`` Invoice requests
+    answering 503; fields left out stay as they are."""
+    state = simulator.hospital(hospital_code)
+    data = _decode(await request.body(), BillingSwitchIn)
+    if data.refuse_next is not None:
+        state.refuse_settlements = data.refuse_next
+    if data.unavailable is not None:
+        state.billing_online = not data.unavailable
+    return _json(
+        BillingSwitchOut(
+            hospital_code=hospital_code, refuse_next=state.refuse_settlements, unavailable=not state.billing_online
+        )
+    )
+
+
 ROUTES: list[ControllerRouterHandler] = [
     fhir_search,
     fhir_read,
@@ -376,4 +561,8 @@ ROUTES: list[ControllerRouterHandler] = [
     test_sessions,
     test_stop_session,
     test_slot_capacity,
+    test_add_bill,
+    test_bills,
+    test_cancel_bill,
+    test_billing_switch,
 ]

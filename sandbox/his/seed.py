@@ -1,5 +1,5 @@
 """The sandbox HIS's data: three hospitals, their departments and doctors, clinic sessions per day, and the
-records the simulator keeps of what is made through its API (appointments, patients).
+records the simulator keeps of what is made through its API (appointments, patients, outpatient bills).
 
 Everything is drawn from generators the simulator seeds: the directory (doctors' names, titles, specialties,
 weekly patterns, who is on leave) from ``ctx.random``, each day's sessions from a generator seeded with a base
@@ -10,7 +10,7 @@ as reproducible as the first ones.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
@@ -229,6 +229,127 @@ class PatientRec:
     guardians: list[tuple[str, str]]
     name: str
     birth_date: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BillItemRec:
+    code: str
+    name: str
+    category_code: str
+    category: str
+    quantity: int
+    unit_price_fen: int
+
+    @property
+    def amount_fen(self) -> int:
+        return self.quantity * self.unit_price_fen
+
+
+@dataclass(eq=False, slots=True)
+class BillRec:
+    """An outpatient bill (门诊缴费单): ``issued`` until settled (``balanced``) or withdrawn (``cancelled``)."""
+
+    id: str
+    patid: str
+    department_code: str
+    doctor_code: str | None
+    issued_at: datetime
+    items: list[BillItemRec]
+    last_updated: datetime
+    status: str = "issued"
+    key: str | None = None
+    """The request key of the settlement."""
+    receipt_no: str | None = None
+    settled_at: datetime | None = None
+    payment_ref: str | None = None
+    channel: str | None = None
+    cancel_reason: str | None = None
+    version: int = 1
+
+    @property
+    def total_fen(self) -> int:
+        return sum(item.amount_fen for item in self.items)
+
+    @property
+    def title(self) -> str:
+        first = self.items[0].category
+        return f"门诊缴费：{first}" + (f" 等{len(self.items)}项" if len(self.items) > 1 else "")
+
+
+FEE_CATEGORIES: dict[str, str] = {
+    "lab": "检验费",
+    "exam": "检查费",
+    "western": "西药费",
+    "patent": "中成药费",
+    "treatment": "治疗费",
+    "material": "材料费",
+}
+"""Outpatient fee categories (门诊收费项目分类), code -> the name shown."""
+
+CHARGE_ITEMS: dict[str, tuple[str, str, int]] = {
+    "250102001": ("血常规", "lab", 2000),
+    "250104002": ("尿常规", "lab", 1000),
+    "250301001": ("肝功能", "lab", 6000),
+    "250302002": ("空腹血糖", "lab", 800),
+    "250403015": ("C反应蛋白", "lab", 3000),
+    "210102003": ("胸部正位X线摄影", "exam", 7000),
+    "310701001": ("常规心电图", "exam", 2500),
+    "220201001": ("腹部彩色多普勒超声", "exam", 15000),
+    "XY0001": ("阿莫西林胶囊 0.25g×24粒", "western", 1580),
+    "XY0002": ("布洛芬缓释胶囊 0.3g×20粒", "western", 2350),
+    "XY0003": ("奥美拉唑肠溶胶囊 20mg×14粒", "western", 3299),
+    "ZC0001": ("连花清瘟胶囊 0.35g×24粒", "patent", 2890),
+    "120400006": ("静脉输液", "treatment", 1200),
+    "311201016": ("雾化吸入", "treatment", 1500),
+    "CL0001": ("一次性使用输液器", "material", 350),
+}
+"""The sandbox's charge items (收费项目): code -> (name, fee category code, unit price in fen)."""
+
+_BILL_KINDS: tuple[tuple[tuple[str, ...], tuple[int, int], tuple[int, int]], ...] = (
+    (("250102001", "250104002", "250301001", "250302002", "250403015"), (2, 3), (1, 1)),
+    (("210102003", "310701001", "220201001"), (1, 1), (1, 1)),
+    (("XY0001", "XY0002", "XY0003", "ZC0001"), (1, 3), (1, 3)),
+    (("120400006", "311201016", "CL0001"), (2, 3), (1, 2)),
+)
+"""Kinds of bill: (charge items to draw from, how many items, the quantity of each)."""
+
+
+def bill_item(code: str, quantity: int = 1, *, unit_price_fen: int | None = None) -> BillItemRec:
+    """A line of a known charge item (its catalogue price unless another one is given)."""
+    name, category, price = CHARGE_ITEMS[code]
+    return BillItemRec(
+        code=code,
+        name=name,
+        category_code=category,
+        category=FEE_CATEGORIES[category],
+        quantity=quantity,
+        unit_price_fen=price if unit_price_fen is None else unit_price_fen,
+    )
+
+
+def generate_bills(
+    directory: Directory, patid: str, *, rng: random.Random, now: datetime, ids: Callable[[], str]
+) -> list[BillRec]:
+    """One or two unpaid bills of a patient, ordered by doctors seen earlier today (for the demo)."""
+    doctors = [d for d in directory.doctors if not d.on_leave]
+    bills: list[BillRec] = []
+    for n in range(rng.randint(1, 2)):
+        codes, count, quantity = rng.choice(_BILL_KINDS)
+        chosen = rng.sample(codes, min(rng.randint(*count), len(codes)))
+        doctor = rng.choice(doctors)
+        issued = now - timedelta(minutes=rng.randint(20, 180) + 60 * n)
+        bills.append(
+            BillRec(
+                id=ids(),
+                patid=patid,
+                department_code=doctor.department_code,
+                doctor_code=doctor.code,
+                issued_at=issued.replace(microsecond=0),
+                items=[bill_item(code, rng.randint(*quantity)) for code in chosen],
+                last_updated=now,
+            )
+        )
+    return sorted(bills, key=lambda b: (b.issued_at, b.id))
 
 
 # --- the hospitals -----------------------------------------------------------------------------------------

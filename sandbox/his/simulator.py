@@ -1,5 +1,5 @@
-"""The sandbox HIS's state and behaviour: per-hospital catalogues, capacity, locks, registrations, patients and
-the rest-hook pushes. The HTTP side is in ``sandbox.his.routes``."""
+"""The sandbox HIS's state and behaviour: per-hospital catalogues, capacity, locks, registrations, patients,
+outpatient bills and their settlement, and the rest-hook pushes. The HTTP side is in ``sandbox.his.routes``."""
 
 from __future__ import annotations
 
@@ -22,11 +22,14 @@ from sandbox.his import fhir
 from sandbox.his.fhir import FhirError, Query, Resource
 from sandbox.his.seed import (
     AppointmentRec,
+    BillItemRec,
+    BillRec,
     Directory,
     DoctorRec,
     PatientRec,
     SessionRec,
     SlotRec,
+    generate_bills,
     generate_day,
     generate_directory,
 )
@@ -34,6 +37,8 @@ from sandbox.his.seed import (
 LOCK_EXPIRED = "锁号超时未确认"
 LOCK_CONVERTED = "锁号已转为挂号"
 DEFAULT_STOP_REASON = "医生停诊"
+SETTLEMENT_REFUSED = "医院系统拒绝结算：收费日结已关闭"
+"""What the refusal switch answers (the HIS's own rule)."""
 PUSH_RETRIES = (10.0, 60.0, 300.0, 900.0)
 """Seconds of shared-clock time before each retry of an unacknowledged push."""
 
@@ -62,6 +67,17 @@ class HospitalState:
     locks: dict[str, AppointmentRec] = field(default_factory=dict)
     patients: dict[str, PatientRec] = field(default_factory=dict)
     serial: int = 0
+    bills: dict[str, BillRec] = field(default_factory=dict)
+    bill_serial: int = 0
+    receipt_serial: int = 0
+    settle_keys: dict[str, str] = field(default_factory=dict)
+    """Request key -> the bill it settled."""
+    settle_refusals: dict[str, FhirError] = field(default_factory=dict)
+    """Request key -> the refusal it got (final: the same key is refused again)."""
+    refuse_settlements: int = 0
+    """The refusal switch: how many of the next settlements are refused."""
+    billing_online: bool = True
+    """The billing switch: while off, Invoice requests answer 503 (the rest of the HIS keeps working)."""
 
     @property
     def code(self) -> str:
@@ -70,6 +86,15 @@ class HospitalState:
     def next_id(self, prefix: str) -> str:
         self.serial += 1
         return f"{prefix}{self.number}{self.serial:08d}"
+
+    def next_bill_id(self) -> str:
+        """Bills count apart from the other ids, so that seeding bills moves no other id."""
+        self.bill_serial += 1
+        return f"INV{self.number}{self.bill_serial:08d}"
+
+    def next_receipt_no(self) -> str:
+        self.receipt_serial += 1
+        return f"MZ{self.number}{self.receipt_serial:08d}"
 
 
 class HisSimulator(Simulator):
@@ -373,6 +398,7 @@ class HisSimulator(Simulator):
             birth_date=resource.get("birthDate") if isinstance(resource.get("birthDate"), str) else None,
         )
         state.patients[patid] = record
+        self._seed_bills(state, patid, now)
         return record, True
 
     @staticmethod
@@ -401,6 +427,155 @@ class HisSimulator(Simulator):
             return True
 
         return [p for p in state.patients.values() if matches(p)]
+
+    # --- billing -----------------------------------------------------------------------------------------------
+
+    def _seed_bills(self, state: HospitalState, patid: str, now: datetime) -> None:
+        """A new patient has one or two unpaid bills (the demo's 诊间支付), drawn from the patid."""
+        rng = random.Random(f"{self._day_base}:{state.code}:bills:{patid}")  # noqa: S311
+        for bill in generate_bills(state.directory, patid, rng=rng, now=now, ids=state.next_bill_id):
+            state.bills[bill.id] = bill
+
+    def billing(self, code: str) -> HospitalState:
+        """The hospital for an Invoice request: 503 while the hospital or its billing is switched off."""
+        state = self.serving(code)
+        if not state.billing_online:
+            raise FhirError(503, "transient", "收费系统维护中", headers={"Retry-After": "30"})
+        return state
+
+    def add_bill(
+        self,
+        state: HospitalState,
+        patid: str,
+        items: Sequence[BillItemRec],
+        *,
+        department_code: str | None = None,
+        doctor_code: str | None = None,
+    ) -> BillRec:
+        """A bill the HIS issues now (test helper); the doctor is the first on duty of the department (or any)."""
+        if patid not in state.patients:
+            raise FhirError(404, "not-found", "unknown patient")
+        if not items:
+            raise FhirError(400, "invalid", "a bill needs items")
+        directory = state.directory
+        doctor = directory.doctor(doctor_code) if doctor_code else None
+        if doctor_code and doctor is None:
+            raise FhirError(404, "not-found", f"unknown doctor {doctor_code!r}")
+        if doctor is None:
+            on_duty = [
+                d
+                for d in directory.doctors
+                if not d.on_leave and (department_code is None or d.department_code == department_code)
+            ]
+            doctor = on_duty[0] if on_duty else None
+        department = department_code or (doctor.department_code if doctor else None)
+        if department is None or directory.department(department) is None:
+            raise FhirError(404, "not-found", f"unknown department {department_code!r}")
+        now = self.ctx.clock.now()
+        bill = BillRec(
+            id=state.next_bill_id(),
+            patid=patid,
+            department_code=department,
+            doctor_code=doctor.code if doctor else None,
+            issued_at=now,
+            items=list(items),
+            last_updated=now,
+        )
+        state.bills[bill.id] = bill
+        return bill
+
+    def bill(self, state: HospitalState, bill_id: str) -> BillRec:
+        bill = state.bills.get(bill_id)
+        if bill is None:
+            raise FhirError(404, "not-found", f"unknown Invoice {bill_id!r}")
+        return bill
+
+    def cancel_bill(self, state: HospitalState, bill_id: str, reason: str | None) -> BillRec:
+        """The HIS withdraws a bill (作废); a settled bill cannot be, a cancelled one stays as it is."""
+        bill = self.bill(state, bill_id)
+        if bill.status == "cancelled":
+            return bill
+        if bill.status == "balanced":
+            raise FhirError(409, "conflict", "已缴费的账单不能作废")
+        bill.status = "cancelled"
+        bill.cancel_reason = (reason or "").strip() or "医生撤销医嘱"
+        bill.version += 1
+        bill.last_updated = self.ctx.clock.now()
+        return bill
+
+    def settle(self, state: HospitalState, bill_id: str, parameters: Resource) -> BillRec:
+        """``$settle``: idempotent by request key; a refusal is final for its key."""
+        key_token = fhir.parameter(parameters, "requestKey", "Identifier")
+        if not isinstance(key_token, dict) or key_token.get("system") != fhir.REQUEST_KEY or not key_token.get("value"):
+            raise FhirError(400, "invalid", f"requestKey must be an identifier of {fhir.REQUEST_KEY}")
+        key = str(key_token["value"])
+        amount = fhir.fen_of(fhir.parameter(parameters, "amount", "Money"), "amount")
+        reference = fhir.parameter(parameters, "paymentReference", "String")
+        channel = fhir.parameter(parameters, "channel", "Code")
+        if not isinstance(reference, str) or not reference.strip():
+            raise FhirError(400, "invalid", "paymentReference is required")
+        if not isinstance(channel, str) or not channel.strip():
+            raise FhirError(400, "invalid", "channel is required")
+        patient = fhir.parameter(parameters, "patient", "Identifier")
+        patid = patient.get("value") if isinstance(patient, dict) and patient.get("system") == fhir.PATID else None
+        if patient is not None and not patid:
+            raise FhirError(400, "invalid", f"patient must be an identifier of {fhir.PATID}")
+
+        refused = state.settle_refusals.get(key)
+        if refused is not None:
+            raise refused
+        try:
+            return self._settle(
+                state, bill_id, key=key, amount=amount, patid=patid, reference=reference, channel=channel
+            )
+        except FhirError as exc:
+            if exc.detail_code is not None:
+                state.settle_refusals[key] = exc
+            raise
+
+    def _settle(
+        self,
+        state: HospitalState,
+        bill_id: str,
+        *,
+        key: str,
+        amount: int,
+        patid: str | None,
+        reference: str,
+        channel: str,
+    ) -> BillRec:
+        def refuse(status: int, code: str, detail: str, diagnostics: str) -> FhirError:
+            return FhirError(status, code, diagnostics, detail_code=detail, detail_system=fhir.SETTLEMENT_REFUSAL)
+
+        bill = state.bills.get(bill_id)
+        if bill is None:
+            raise refuse(404, "not-found", "unknown-bill", f"unknown Invoice {bill_id!r}")
+        if bill.status == "balanced":
+            if bill.key == key:
+                return bill
+            raise refuse(409, "conflict", "already-settled", "该账单已缴费")
+        if state.settle_keys.get(key, bill_id) != bill_id:
+            raise refuse(422, "business-rule", "key-reused", "该请求号已用于其他账单")
+        if bill.status == "cancelled":
+            raise refuse(409, "conflict", "bill-cancelled", f"该账单已作废：{bill.cancel_reason or ''}")
+        if patid is not None and patid != bill.patid:
+            raise refuse(422, "business-rule", "wrong-patient", "账单不属于该患者")
+        if amount != bill.total_fen:
+            raise refuse(422, "business-rule", "amount-mismatch", "缴费金额与账单金额不符")
+        if state.refuse_settlements > 0:
+            state.refuse_settlements -= 1
+            raise refuse(422, "business-rule", "refused", SETTLEMENT_REFUSED)
+        now = self.ctx.clock.now()
+        bill.status = "balanced"
+        bill.key = key
+        bill.receipt_no = state.next_receipt_no()
+        bill.settled_at = now
+        bill.payment_ref = reference.strip()
+        bill.channel = channel.strip()
+        bill.version += 1
+        bill.last_updated = now
+        state.settle_keys[key] = bill.id
+        return bill
 
     # --- sessions ----------------------------------------------------------------------------------------------
 
@@ -469,6 +644,7 @@ class HisSimulator(Simulator):
             "Slot": self._slots,
             "Appointment": self._appointments,
             "Patient": self._patients,
+            "Invoice": self._invoices,
         }
         search = searches.get(resource_type)
         if search is None:
@@ -576,6 +752,24 @@ class HisSimulator(Simulator):
             and (not ids or a.id in ids)
             and (not patients or a.patid in patients)
         ]
+
+    def _invoices(self, state: HospitalState, query: Query) -> list[Render]:
+        """``subject`` (or ``patient``) ``Patient/{patid}``, ``status`` (comma-separated), ``identifier``
+        (the receipt), ``_id``; oldest first."""
+        patients = fhir.references(query, "subject", "Patient") + fhir.references(query, "patient", "Patient")
+        statuses = [s for raw in query.all("status") for s in raw.split(",")]
+        wanted = fhir.tokens(query, "identifier")
+        ids = query.all("_id")
+        found = [
+            b
+            for b in state.bills.values()
+            if (not patients or b.patid in patients)
+            and (not statuses or b.status in statuses)
+            and (not wanted or (b.receipt_no is not None and fhir.token_matches(wanted, fhir.RECEIPT, b.receipt_no)))
+            and (not ids or b.id in ids)
+        ]
+        found.sort(key=lambda b: (b.issued_at, b.id))
+        return [functools.partial(fhir.invoice, b, state.directory) for b in found]
 
     def _patients(self, state: HospitalState, query: Query) -> list[Render]:
         wanted = fhir.tokens(query, "identifier")

@@ -14,6 +14,10 @@ Reusable: a test module provides two fixtures and subclasses ``HisAdapterContrac
 What the HIS behind the adapter must hold: a directory, open sessions with free numbers today (starting after
 ``his_clock.now()``) and on the next two days. Each test creates its own patients (unique ID numbers), so the
 tests may share one HIS; none of them needs a fresh one.
+
+``HisBillingContract`` is the same for the ``HisBilling`` port (domain/billing/ports.py), with fixtures
+``his_billing`` and ``billing_desk`` (a ``BillingDesk``: the hospital's side, to issue and withdraw bills and to
+work the fault switches).
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import itertools
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from typing import Any, Protocol
 
 import pytest
 
+from domain.billing.model import BillItem, BillStatus, OutpatientBill, Settlement
+from domain.billing.ports import BillNotFoundError, BillSettlementRefusedError, HisBilling, SettlementRefusal
 from domain.catalogue.model import PatientDocument, ScheduleSession, SessionStatus, Slot
-from domain.catalogue.ports import HisAdapter, HisRejectedError
+from domain.catalogue.ports import HisAdapter, HisRejectedError, HisUnavailableError
 from domain.kernel.clock import SHANGHAI, Clock
 
 DAYS = 3
@@ -308,3 +315,227 @@ class HisAdapterContract:
         with pytest.raises(HisRejectedError) as refused_lock:
             await his_adapter.lock(slot.id, patid=patid, key=key("lock"))
         assert refused_lock.value.code == "his.session_stopped"
+
+
+# --- billing (诊间支付) ----------------------------------------------------------------------------------------
+
+
+class BillingDesk(Protocol):
+    """The hospital's own side of billing, for the billing contract: what its doctors and cashiers do in the HIS,
+    and its switches (a fake's attributes, a simulator's test routes)."""
+
+    hospital_code: str
+
+    async def new_patient(self) -> str:
+        """A patient the HIS knows (a fresh patid); the HIS may have issued bills to them already."""
+        ...
+
+    async def add_bill(self, patid: str, items: Sequence[BillItem]) -> str:
+        """Issue an unpaid bill of these items now; its bill id."""
+        ...
+
+    async def cancel_bill(self, bill_id: str) -> None:
+        """Withdraw a bill (作废)."""
+        ...
+
+    async def refuse_next_settlement(self) -> None:
+        """The HIS refuses the next settlement by its own rule."""
+        ...
+
+    async def set_available(self, available: bool) -> None:
+        """Billing answers (True) or fails as unavailable (False)."""
+        ...
+
+
+LAB = BillItem("250102001", "血常规", 1, 2000, 2000, "检验费")
+DRUG = BillItem("XY0003", "奥美拉唑肠溶胶囊 20mg×14粒", 3, 3299, 9897, "西药费")
+SWAB = BillItem("CL0101", "医用棉签", 1, 10, 10, "材料费")
+GAUZE = BillItem("CL0102", "医用纱布", 2, 10, 20, "材料费")
+"""0.10 + 0.20 yuan: exactly 30 fen (never 0.30000000000000004)."""
+
+
+def assert_consistent(bill: OutpatientBill, *, hospital_code: str, patid: str) -> None:
+    assert bill.hospital_code == hospital_code
+    assert bill.patid == patid
+    assert bill.bill_id
+    assert bill.title.strip()
+    assert bill.issued_at.tzinfo is not None
+    assert bill.items
+    for item in bill.items:
+        assert all(isinstance(v, int) for v in (item.quantity, item.unit_price_fen, item.amount_fen))
+        assert item.amount_fen == item.quantity * item.unit_price_fen
+        assert all((item.code, item.name, item.category))
+    assert bill.total_fen == sum(item.amount_fen for item in bill.items)
+    assert bill.self_pay_fen + bill.insured_fen == bill.total_fen
+    assert bill.insured_fen == 0  # self-pay only until medical-insurance settlement
+
+
+class HisBillingContract:
+    """Tests any ``HisBilling`` must pass; subclass it as ``Test...`` with fixtures ``his_billing`` (the port,
+    talking to a live test HIS) and ``billing_desk`` (a ``BillingDesk`` on the same HIS). Each test makes its own
+    patients and bills; the desk's switches are left as found."""
+
+    async def _bill(self, desk: BillingDesk, *items: BillItem) -> tuple[str, str]:
+        patid = await desk.new_patient()
+        return patid, await desk.add_bill(patid, items or (LAB, DRUG))
+
+    async def _settle(self, billing: HisBilling, bill: OutpatientBill, request: str, **changes: Any) -> Settlement:
+        arguments: dict[str, Any] = {
+            "patid": bill.patid,
+            "amount_fen": bill.total_fen,
+            "payment_ref": f"PAY-{bill.bill_id}",
+            "channel": "wechat",
+            "key": request,
+        }
+        return await billing.settle(bill.bill_id, **(arguments | changes))
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    async def test_unpaid_bills_are_listed_in_fen_that_add_up(
+        self, his_billing: HisBilling, billing_desk: BillingDesk
+    ) -> None:
+        patid, first = await self._bill(billing_desk, LAB, DRUG, SWAB)
+        second = await billing_desk.add_bill(patid, [SWAB, GAUZE])
+        unpaid = await his_billing.unpaid_bills(patid)
+        by_id = {bill.bill_id: bill for bill in unpaid}
+        assert {first, second} <= set(by_id)
+        assert len(by_id) == len(unpaid), "a bill is listed twice"
+        for bill in unpaid:
+            assert_consistent(bill, hospital_code=billing_desk.hospital_code, patid=patid)
+            assert bill.status is BillStatus.UNPAID
+            assert bill.payable
+        issued = [bill.issued_at for bill in unpaid]
+        assert issued == sorted(issued), "oldest first"
+
+        three = by_id[first]
+        assert three.items == (LAB, DRUG, SWAB)
+        assert three.total_fen == 2000 + 9897 + 10
+        assert three.title.startswith("门诊缴费")
+        assert by_id[second].total_fen == 30
+        assert await his_billing.bill(first) == three
+
+    async def test_only_the_patients_own_bills_are_listed(
+        self, his_billing: HisBilling, billing_desk: BillingDesk
+    ) -> None:
+        mine, bill_id = await self._bill(billing_desk)
+        other = await billing_desk.new_patient()
+        theirs = await billing_desk.add_bill(other, [LAB])
+        assert bill_id not in {b.bill_id for b in await his_billing.unpaid_bills(other)}
+        assert theirs not in {b.bill_id for b in await his_billing.unpaid_bills(mine)}
+        assert all(b.patid == other for b in await his_billing.unpaid_bills(other))
+
+    async def test_an_unknown_bill_is_not_found(self, his_billing: HisBilling, billing_desk: BillingDesk) -> None:
+        with pytest.raises(BillNotFoundError) as unknown:
+            await his_billing.bill(f"NO-SUCH-{uuid.uuid4().hex[:8]}")
+        assert unknown.value.code == "his.bill_not_found"
+
+    # --- settling --------------------------------------------------------------------------------------------
+
+    async def test_a_settlement_is_idempotent_by_key(self, his_billing: HisBilling, billing_desk: BillingDesk) -> None:
+        _, bill_id = await self._bill(billing_desk)
+        bill = await his_billing.bill(bill_id)
+        request = key("settle")
+        settlement = await self._settle(his_billing, bill, request)
+        assert settlement.bill_id == bill_id
+        assert settlement.his_receipt_no.strip()
+        assert settlement.settled_at.tzinfo is not None
+        assert await self._settle(his_billing, bill, request) == settlement  # a retry: the same settlement
+
+        paid = await his_billing.bill(bill_id)
+        assert paid.status is BillStatus.PAID
+        assert not paid.payable
+        assert paid.total_fen == bill.total_fen
+        assert bill_id not in {b.bill_id for b in await his_billing.unpaid_bills(bill.patid)}
+
+    async def test_a_bill_settled_under_another_key_is_refused(
+        self, his_billing: HisBilling, billing_desk: BillingDesk
+    ) -> None:
+        _, bill_id = await self._bill(billing_desk)
+        bill = await his_billing.bill(bill_id)
+        first = key("settle")
+        settlement = await self._settle(his_billing, bill, first)
+        with pytest.raises(BillSettlementRefusedError) as refused:
+            await self._settle(his_billing, bill, key("settle-again"), payment_ref="PAY-OTHER")
+        assert refused.value.code == "his.settlement_refused"
+        assert refused.value.reason is SettlementRefusal.ALREADY_SETTLED
+        assert await self._settle(his_billing, bill, first) == settlement  # the first key still answers
+
+    async def test_a_wrong_amount_is_refused_for_good(self, his_billing: HisBilling, billing_desk: BillingDesk) -> None:
+        _, bill_id = await self._bill(billing_desk)
+        bill = await his_billing.bill(bill_id)
+        request = key("settle")
+        for amount in (bill.total_fen - 1, bill.total_fen + 1):
+            with pytest.raises(BillSettlementRefusedError) as refused:
+                await self._settle(his_billing, bill, f"{request}-{amount}", amount_fen=amount)
+            assert refused.value.code == "his.settlement_refused"
+            assert refused.value.reason is SettlementRefusal.AMOUNT_MISMATCH
+            assert refused.value.status == 409
+            assert refused.value.message  # Chinese, shown as is
+        assert (await his_billing.bill(bill_id)).status is BillStatus.UNPAID
+        with pytest.raises(BillSettlementRefusedError):  # final: the same request is refused again
+            await self._settle(his_billing, bill, f"{request}-{bill.total_fen + 1}", amount_fen=bill.total_fen + 1)
+        assert await self._settle(his_billing, bill, key("settle-right"))  # the right amount under a new key
+
+    async def test_a_cancelled_bill_is_refused(self, his_billing: HisBilling, billing_desk: BillingDesk) -> None:
+        patid, bill_id = await self._bill(billing_desk)
+        bill = await his_billing.bill(bill_id)
+        await billing_desk.cancel_bill(bill_id)
+        assert (await his_billing.bill(bill_id)).status is BillStatus.CANCELLED
+        assert bill_id not in {b.bill_id for b in await his_billing.unpaid_bills(patid)}
+        with pytest.raises(BillSettlementRefusedError) as refused:
+            await self._settle(his_billing, bill, key("settle"))
+        assert refused.value.reason is SettlementRefusal.CANCELLED
+
+    async def test_another_patients_or_an_unknown_bill_is_refused(
+        self, his_billing: HisBilling, billing_desk: BillingDesk
+    ) -> None:
+        _, bill_id = await self._bill(billing_desk)
+        bill = await his_billing.bill(bill_id)
+        stranger = await billing_desk.new_patient()
+        with pytest.raises(BillSettlementRefusedError) as wrong_patient:
+            await self._settle(his_billing, bill, key("settle"), patid=stranger)
+        assert wrong_patient.value.reason is SettlementRefusal.WRONG_PATIENT
+        with pytest.raises(BillSettlementRefusedError) as unknown:
+            await his_billing.settle(
+                f"NO-SUCH-{uuid.uuid4().hex[:8]}",
+                patid=bill.patid,
+                amount_fen=100,
+                payment_ref="PAY-X",
+                channel="alipay",
+                key=key("settle"),
+            )
+        assert unknown.value.reason is SettlementRefusal.UNKNOWN_BILL
+        assert (await his_billing.bill(bill_id)).status is BillStatus.UNPAID
+
+    async def test_a_refusal_by_the_his_is_final(self, his_billing: HisBilling, billing_desk: BillingDesk) -> None:
+        _, bill_id = await self._bill(billing_desk)
+        bill = await his_billing.bill(bill_id)
+        request = key("settle")
+        await billing_desk.refuse_next_settlement()
+        with pytest.raises(BillSettlementRefusedError) as refused:
+            await self._settle(his_billing, bill, request)
+        assert refused.value.code == "his.settlement_refused"
+        assert refused.value.reason is SettlementRefusal.REFUSED
+        with pytest.raises(BillSettlementRefusedError):  # the same key stays refused
+            await self._settle(his_billing, bill, request)
+        assert (await his_billing.bill(bill_id)).status is BillStatus.UNPAID
+        assert await self._settle(his_billing, bill, key("settle-new"))  # only the next one was refused
+
+    async def test_billing_unavailable_is_retryable(self, his_billing: HisBilling, billing_desk: BillingDesk) -> None:
+        patid, bill_id = await self._bill(billing_desk)
+        bill = await his_billing.bill(bill_id)
+        request = key("settle")
+        await billing_desk.set_available(False)
+        try:
+            with pytest.raises(HisUnavailableError):
+                await his_billing.unpaid_bills(patid)
+            with pytest.raises(HisUnavailableError):
+                await his_billing.bill(bill_id)
+            with pytest.raises(HisUnavailableError) as down:
+                await self._settle(his_billing, bill, request)
+            assert down.value.status == 503
+        finally:
+            await billing_desk.set_available(True)
+        settlement = await self._settle(his_billing, bill, request)  # retried with the same key
+        assert settlement.bill_id == bill_id
+        assert bill_id not in {b.bill_id for b in await his_billing.unpaid_bills(patid)}

@@ -1,11 +1,11 @@
 """The FHIR R4 HIS adapter over real HTTP against the sandbox HIS (docs/his-fhir-profile.md), plus its error
-mapping against scripted answers."""
+mapping against scripted answers; its billing (诊间支付) too, straight and behind the resilient gateway."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from domain.billing.model import BillItem, BillStatus
+from domain.billing.ports import BillNotFoundError, BillSettlementRefusedError, HisBilling, SettlementRefusal
 from domain.catalogue.model import SessionStatus
 from domain.catalogue.ports import HisAdapter, HisRejectedError, HisUnavailableError
 from domain.kernel.clock import Clock
@@ -23,7 +25,10 @@ from sandbox.framework import SandboxContext, build_sandbox_app, run_standalone
 from sandbox.his import HisSimulator
 from tests.contract.his_contract import (
     DAYS,
+    DRUG,
+    LAB,
     HisAdapterContract,
+    HisBillingContract,
     new_patient,
     new_person,
     open_slot,
@@ -89,6 +94,84 @@ def his_adapter(his_sandbox: HisSandbox) -> HisAdapter:
 
 class TestFhirAdapterContract(HisAdapterContract):
     """The FHIR adapter, straight."""
+
+
+@dataclass
+class SandboxBillingDesk:
+    """The ``BillingDesk`` of a sandbox hospital: its test routes."""
+
+    sandbox: HisSandbox
+    hospital_code: str = "H001"
+
+    def _test(self, path: str) -> str:
+        return f"{self.sandbox.url}/sandbox/his/test/{self.hospital_code}/{path}"
+
+    async def new_patient(self) -> str:
+        return await new_patient(self.sandbox.adapter(self.hospital_code))
+
+    async def add_bill(self, patid: str, items: Sequence[BillItem]) -> str:
+        lines = [
+            {
+                "code": i.code,
+                "name": i.name,
+                "quantity": i.quantity,
+                "unitPriceFen": i.unit_price_fen,
+                "category": i.category,
+            }
+            for i in items
+        ]
+        answer = await self.sandbox.http.post(self._test("bills"), json={"patid": patid, "items": lines})
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    async def cancel_bill(self, bill_id: str) -> None:
+        answer = await self.sandbox.http.post(self._test(f"bills/{bill_id}/cancel"), json={"reason": "医生撤销医嘱"})
+        assert answer.status_code == 200, answer.text
+
+    async def refuse_next_settlement(self) -> None:
+        answer = await self.sandbox.http.put(self._test("billing"), json={"refuseNext": 1})
+        assert answer.status_code == 200, answer.text
+
+    async def set_available(self, available: bool) -> None:
+        answer = await self.sandbox.http.put(self._test("billing"), json={"unavailable": not available})
+        assert answer.status_code == 200, answer.text
+
+    async def bills(self, patid: str) -> dict[str, dict[str, Any]]:
+        """The sandbox's own record of a patient's bills, by id."""
+        answer = await self.sandbox.http.get(self._test("bills"), params={"patid": patid})
+        assert answer.status_code == 200, answer.text
+        return {b["id"]: b for b in answer.json()["bills"]}
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
+
+
+@pytest.fixture
+def billing_desk(his_sandbox: HisSandbox) -> SandboxBillingDesk:
+    return SandboxBillingDesk(his_sandbox)
+
+
+@pytest.fixture
+def his_billing(his_sandbox: HisSandbox) -> HisBilling:
+    return his_sandbox.adapter()
+
+
+class TestFhirAdapterBillingContract(HisBillingContract):
+    """The FHIR adapter's billing, straight."""
+
+
+class TestFhirAdapterBillingBehindTheGatewayContract(HisBillingContract):
+    """The same billing as the application gets it: ``billing_for`` of the resilient gateway (reads retried
+    without pausing, and a breaker loose enough not to open while billing is switched off on purpose)."""
+
+    @pytest.fixture
+    def his_billing(self, his_sandbox: HisSandbox) -> HisBilling:
+        policy = ResiliencePolicy(failure_threshold=50)
+        gateway = ResilientHisGateway(
+            clock=his_sandbox.clock, policy=policy, adapters=[his_sandbox.adapter()], sleep=_no_sleep
+        )
+        return gateway.billing_for("H001")
 
 
 class TestFhirAdapterBehindTheGatewayContract(HisAdapterContract):
@@ -353,3 +436,263 @@ async def test_a_patient_without_any_document_is_not_created_blindly() -> None:
 
     with pytest.raises(ValidationError):
         await adapter.find_or_create(PatientDocument("无证件", "F", date(2020, 1, 1)), key="k")
+
+
+# --- billing over HTTP -------------------------------------------------------------------------------------
+
+
+async def test_bills_on_the_wire(his_sandbox: HisSandbox) -> None:
+    adapter, desk = his_sandbox.adapter(), SandboxBillingDesk(his_sandbox)
+    patid = await desk.new_patient()
+    bill_id = await desk.add_bill(patid, [DRUG])  # 3 x 32.99 = 98.97 yuan
+    unpaid = await adapter.unpaid_bills(patid)
+    search = next(r for r in his_sandbox.sent if r.method == "GET" and r.url.path.endswith("/Invoice"))
+    assert search.url.params.get_list("subject") == [f"Patient/{patid}"]
+    assert search.url.params.get_list("status") == ["issued"]
+
+    truth = await desk.bills(patid)
+    assert len(truth) >= 2, "the new patient's seeded bills and ours"
+    assert {b.bill_id: b.total_fen for b in unpaid} == {i: b["totalFen"] for i, b in truth.items()}
+    for bill in unpaid:
+        assert [(i.code, i.quantity, i.unit_price_fen) for i in bill.items] == [
+            (i["code"], i["quantity"], i["unitPriceFen"]) for i in truth[bill.bill_id]["items"]
+        ]
+
+    settlement = await adapter.settle(
+        bill_id, patid=patid, amount_fen=9897, payment_ref="4200001234202503031234567890", channel="wechat", key="s-1"
+    )
+    post = next(r for r in his_sandbox.sent if r.method == "POST" and r.url.path.endswith("/$settle"))
+    assert post.url.path.endswith(f"/Invoice/{bill_id}/$settle")
+    assert post.headers["content-type"] == "application/fhir+json"
+    assert b'"valueMoney":{"value":98.97,"currency":"CNY"}' in post.content  # yuan, exactly
+    body = json.loads(post.content, parse_float=Decimal)
+    assert body["resourceType"] == "Parameters"
+    parameters = {p["name"]: p for p in body["parameter"]}
+    assert parameters["amount"]["valueMoney"] == {"value": Decimal("98.97"), "currency": "CNY"}
+    assert parameters["requestKey"]["valueIdentifier"] == {"system": "urn:hsp:request-key", "value": "s-1"}
+    assert parameters["patient"]["valueIdentifier"] == {"system": "urn:hsp:patid", "value": patid}
+    assert parameters["paymentReference"]["valueString"] == "4200001234202503031234567890"
+    assert parameters["channel"]["valueCode"] == "wechat"
+
+    recorded = (await desk.bills(patid))[bill_id]
+    assert recorded["status"] == "balanced"
+    assert (recorded["receiptNo"], recorded["paymentRef"], recorded["channel"]) == (
+        settlement.his_receipt_no,
+        "4200001234202503031234567890",
+        "wechat",
+    )
+    assert settlement.settled_at == his_sandbox.clock.now()
+
+
+async def test_a_settlement_whose_answer_was_lost_is_retried_with_its_key(his_sandbox: HisSandbox) -> None:
+    desk = SandboxBillingDesk(his_sandbox)
+    patid = await desk.new_patient()
+    bill_id = await desk.add_bill(patid, [LAB])
+    await his_sandbox.faults(
+        {"pathPrefix": f"/H001/fhir/Invoice/{bill_id}/", "timeoutRate": 1.0, "timeoutSeconds": 0.5}
+    )
+    with pytest.raises(HisUnavailableError) as lost:
+        await his_sandbox.adapter(timeout_seconds=0.1).settle(
+            bill_id, patid=patid, amount_fen=2000, payment_ref="PAY-1", channel="alipay", key="lost-1"
+        )
+    assert lost.value.code == "his.timeout"
+    await his_sandbox.faults({})
+    recorded = (await desk.bills(patid))[bill_id]
+    assert recorded["status"] == "balanced", "the HIS did the work; only the answer was late"
+    settlement = await his_sandbox.adapter().settle(
+        bill_id, patid=patid, amount_fen=2000, payment_ref="PAY-1", channel="alipay", key="lost-1"
+    )
+    assert settlement.his_receipt_no == recorded["receiptNo"]
+
+
+async def test_the_gateway_retries_bill_reads_and_tries_a_settlement_once(his_sandbox: HisSandbox) -> None:
+    desk = SandboxBillingDesk(his_sandbox)
+    patid = await desk.new_patient()
+    bill_id = await desk.add_bill(patid, [LAB])
+    policy = ResiliencePolicy(read_attempts=3, backoff=Backoff(base_seconds=0.1, jitter=0.0))
+    gateway = ResilientHisGateway(
+        clock=his_sandbox.clock, policy=policy, adapters=[his_sandbox.adapter()], sleep=_no_sleep
+    )
+    billing = gateway.billing_for("H001")
+    await his_sandbox.faults({"pathPrefix": "/H001/fhir/Invoice", "errorRate": 1.0, "errorStatus": 503})
+
+    def invoice_requests() -> int:
+        return sum("/Invoice" in r.url.path for r in his_sandbox.sent)
+
+    before = invoice_requests()
+    with pytest.raises(HisUnavailableError):
+        await billing.unpaid_bills(patid)
+    assert invoice_requests() - before == 3  # a read, retried
+    before = invoice_requests()
+    with pytest.raises(HisUnavailableError):
+        await billing.settle(bill_id, patid=patid, amount_fen=2000, payment_ref="PAY-2", channel="wechat", key="g-1")
+    assert invoice_requests() - before == 1  # a write, once: the caller retries with the key
+    await his_sandbox.faults({})
+    assert await billing.settle(bill_id, patid=patid, amount_fen=2000, payment_ref="PAY-2", channel="wechat", key="g-1")
+
+
+async def test_a_refused_settlement_does_not_trip_the_breaker(his_sandbox: HisSandbox) -> None:
+    desk = SandboxBillingDesk(his_sandbox)
+    patid = await desk.new_patient()
+    bill_id = await desk.add_bill(patid, [LAB])
+    gateway = ResilientHisGateway(
+        clock=his_sandbox.clock, policy=ResiliencePolicy(failure_threshold=1), adapters=[his_sandbox.adapter()]
+    )
+    billing = gateway.billing_for("H001")
+    for n in range(3):
+        with pytest.raises(BillSettlementRefusedError):
+            await billing.settle(bill_id, patid=patid, amount_fen=1, payment_ref="PAY", channel="wechat", key=f"r-{n}")
+    (health,) = gateway.health()
+    assert health.breaker is BreakerState.CLOSED
+    assert health.consecutive_failures == 0
+    assert (await billing.bill(bill_id)).status is BillStatus.UNPAID
+
+
+async def test_no_patient_identifier_reaches_billing_logs_or_errors(
+    his_sandbox: HisSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    adapter, desk = his_sandbox.adapter(), SandboxBillingDesk(his_sandbox)
+    patid = await desk.new_patient()
+    bill_id = await desk.add_bill(patid, [LAB])
+    await adapter.unpaid_bills(patid)
+    errors: list[str] = []
+    for amount in (1, 2000):
+        try:
+            await adapter.settle(bill_id, patid=patid, amount_fen=amount, payment_ref="PAY", channel="wechat", key="x")
+        except BillSettlementRefusedError as exc:
+            errors.append(str(exc) + exc.detail + exc.message)
+    assert len(errors) == 2  # the key's refusal is final
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("integrations"))
+    assert "HIS H001 $settle Invoice: HTTP 422 (business-rule) [amount-mismatch]" in logged
+    for error in errors:
+        assert patid not in error
+        assert "缴费金额与账单金额不符" not in error  # the HIS's free text stays out
+    assert patid not in logged
+
+
+# --- billing against scripted answers ----------------------------------------------------------------------
+
+
+def invoice(
+    *, status: str = "issued", patid: str = "900001", lines: Sequence[tuple[str, float, int]] = (("LAB1", 0.1, 1),)
+) -> dict[str, Any]:
+    total = sum(Decimal(str(amount)) for _, amount, _ in lines)
+    resource: dict[str, Any] = {
+        "resourceType": "Invoice",
+        "id": "INV-1",
+        "status": status,
+        "subject": {"reference": f"Patient/{patid}"},
+        "date": "2025-03-03T09:30:00+08:00",
+        "lineItem": [
+            {
+                "chargeItemCodeableConcept": {
+                    "coding": [
+                        {"system": "urn:hsp:charge-item", "code": code, "display": f"项目{code}"},
+                        {"system": "urn:hsp:fee-category", "code": "lab", "display": "检验费"},
+                    ]
+                },
+                "priceComponent": [
+                    {"type": "base", "factor": quantity, "amount": {"value": amount, "currency": "CNY"}}
+                ],
+            }
+            for code, amount, quantity in lines
+        ],
+        "totalGross": {"value": float(total), "currency": "CNY"},
+    }
+    if status == "balanced":
+        resource["identifier"] = [{"system": "urn:hsp:receipt", "value": "R-1"}]
+        resource["extension"] = [{"url": "settled-at", "valueInstant": "2025-03-03T09:40:00+08:00"}]
+    return resource
+
+
+def refusal(status: int, code: str, detail_code: str | None = None) -> Handler:
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": "秘密"}
+    if detail_code:
+        issue["details"] = {"coding": [{"system": "urn:hsp:settlement-refusal", "code": detail_code}], "text": "秘密"}
+    body = {"resourceType": "OperationOutcome", "issue": [issue]}
+    return lambda request: httpx.Response(status, json=body)
+
+
+def answering(body: dict[str, Any]) -> Handler:
+    return lambda request: httpx.Response(200, json=body)
+
+
+async def _settle(adapter: FhirHisAdapter, amount_fen: int = 10) -> Any:
+    return await adapter.settle(
+        "INV-1", patid="900001", amount_fen=amount_fen, payment_ref="P", channel="wechat", key="k"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "issue", "detail_code", "reason"),
+    [
+        (409, "conflict", "already-settled", SettlementRefusal.ALREADY_SETTLED),
+        (409, "conflict", "bill-cancelled", SettlementRefusal.CANCELLED),
+        (422, "business-rule", "amount-mismatch", SettlementRefusal.AMOUNT_MISMATCH),
+        (422, "business-rule", "wrong-patient", SettlementRefusal.WRONG_PATIENT),
+        (422, "business-rule", "refused", SettlementRefusal.REFUSED),
+        (422, "business-rule", None, SettlementRefusal.REFUSED),
+        (409, "conflict", "收费窗口已关闭", SettlementRefusal.REFUSED),
+        (404, "not-found", None, SettlementRefusal.UNKNOWN_BILL),
+        (400, "invalid", None, SettlementRefusal.REFUSED),
+    ],
+)
+async def test_settlement_refusals_are_final(
+    status: int, issue: str, detail_code: str | None, reason: SettlementRefusal
+) -> None:
+    with pytest.raises(BillSettlementRefusedError) as caught:
+        await _settle(scripted(refusal(status, issue, detail_code)))
+    assert caught.value.code == "his.settlement_refused"
+    assert caught.value.reason is reason
+    assert caught.value.extra["reason"] == reason.value
+    assert "秘密" not in str(caught.value) + caught.value.detail
+    assert "900001" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(503, "his.server_error"), (500, "his.server_error"), (429, "his.throttled")]
+)
+async def test_settlement_failures_are_retryable(status: int, code: str) -> None:
+    with pytest.raises(HisUnavailableError) as caught:
+        await _settle(scripted(refusal(status, "transient")))
+    assert caught.value.code == code
+
+
+async def test_a_settlement_answer_must_be_the_balanced_bill() -> None:
+    settled = await _settle(scripted(lambda request: httpx.Response(200, json=invoice(status="balanced"))))
+    assert (settled.bill_id, settled.his_receipt_no) == ("INV-1", "R-1")
+    assert settled.settled_at == datetime(2025, 3, 3, 1, 40, tzinfo=UTC)
+    for answer, where in (
+        (invoice(status="issued"), "Invoice.status"),
+        (invoice(status="balanced", patid="900002"), "Invoice: is not the bill settled"),
+        ({**invoice(status="balanced"), "identifier": []}, "Invoice.identifier"),
+        (invoice(status="balanced", lines=(("LAB1", 0.2, 1),)), "Invoice.totalGross"),
+    ):
+        with pytest.raises(HisUnavailableError) as bad:
+            await _settle(scripted(answering(answer)))
+        assert bad.value.code == "his.bad_response"
+        assert where in bad.value.detail
+    with pytest.raises(ValueError, match="positive"):
+        await _settle(scripted(lambda request: httpx.Response(200, json=invoice(status="balanced"))), amount_fen=0)
+
+
+async def test_bills_are_exact_fen_and_only_the_patients() -> None:
+    lines = (("A", 0.1, 1), ("B", 0.2, 2), ("C", 98.97, 3))
+    bundle = {**_searchset(None), "entry": [{"resource": invoice(lines=lines)}]}
+    (bill,) = await scripted(lambda request: httpx.Response(200, json=bundle)).unpaid_bills("900001")
+    assert [(i.amount_fen, i.quantity, i.unit_price_fen) for i in bill.items] == [
+        (10, 1, 10),
+        (20, 2, 10),
+        (9897, 3, 3299),
+    ]
+    assert bill.total_fen == bill.self_pay_fen == 9927
+    assert bill.title == "门诊缴费：检验费 等3项"
+
+    with pytest.raises(HisUnavailableError) as foreign:
+        await scripted(lambda request: httpx.Response(200, json=bundle)).unpaid_bills("900002")
+    assert foreign.value.code == "his.bad_response"
+    assert "names another patient" in foreign.value.detail
+
+    with pytest.raises(BillNotFoundError):
+        await scripted(refusal(404, "not-found")).bill("INV-404")

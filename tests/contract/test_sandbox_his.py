@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -802,3 +803,204 @@ async def test_the_schedule_horizon_moves_with_the_shared_clock(his: His) -> Non
     await his.advance(24 * 3600)
     fresh = await his.get("H001", "Schedule", date=f"{later}", _lastUpdated=f"gt{START.isoformat()}")
     assert fresh["total"] > 0
+
+
+# --- outpatient bills (诊间支付) ----------------------------------------------------------------------------
+
+
+def _yuan(money: dict[str, Any]) -> Decimal:
+    assert money["currency"] == "CNY"
+    return Decimal(str(money["value"]))
+
+
+async def _invoices(his: His, code: str, patid: str, **params: Any) -> list[dict[str, Any]]:
+    entries, total = await his.search_all(code, "Invoice", subject=f"Patient/{patid}", **params)
+    assert len(entries) == total
+    return [e["resource"] for e in entries]
+
+
+async def _add_bill(his: His, code: str, patid: str, *items: dict[str, Any]) -> dict[str, Any]:
+    answer = await his.client.post(f"/sandbox/his/test/{code}/bills", json={"patid": patid, "items": list(items)})
+    assert answer.status_code == 201, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _settle_parameters(amount: Any, key: str | None, patid: str | None = None) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": "amount", "valueMoney": {"value": amount, "currency": "CNY"}},
+        {"name": "paymentReference", "valueString": "4200001234202503031234567890"},
+        {"name": "channel", "valueCode": "wechat"},
+    ]
+    if key is not None:
+        parameters.append({"name": "requestKey", "valueIdentifier": {"system": "urn:hsp:request-key", "value": key}})
+    if patid is not None:
+        parameters.append({"name": "patient", "valueIdentifier": {"system": "urn:hsp:patid", "value": patid}})
+    return {"resourceType": "Parameters", "parameter": parameters}
+
+
+async def _settle(his: His, code: str, bill_id: str, amount: Any, key: str | None, **extra: Any) -> httpx.Response:
+    return await his.send("POST", code, f"Invoice/{bill_id}/$settle", _settle_parameters(amount, key, **extra))
+
+
+def _refusal(answer: httpx.Response) -> tuple[int, str, str | None]:
+    issue = answer.json()["issue"][0]
+    codings = issue.get("details", {}).get("coding", [])
+    assert all(c["system"] == "urn:hsp:settlement-refusal" for c in codings)
+    return answer.status_code, issue["code"], codings[0]["code"] if codings else None
+
+
+async def test_new_patients_have_unpaid_outpatient_bills(his: His) -> None:
+    patid = await his.patient("H001", "110101199003071234")
+    invoices = await _invoices(his, "H001", patid, status="issued")
+    assert 1 <= len(invoices) <= 2
+    truth = (await his.client.get("/sandbox/his/test/H001/bills", params={"patid": patid})).json()["bills"]
+    assert [b["id"] for b in truth] == [i["id"] for i in invoices]
+    for invoice, record in zip(invoices, truth, strict=True):
+        assert invoice["status"] == "issued"
+        assert invoice["subject"] == {
+            "reference": f"Patient/{patid}",
+            "identifier": {"system": "urn:hsp:patid", "value": patid},
+        }
+        assert local(invoice["date"]) <= his.now()
+        assert invoice["type"]["text"].startswith("门诊缴费：")
+        assert CHINESE_NAME.match(invoice["participant"][0]["actor"]["display"])
+        assert invoice["issuer"]["identifier"]["system"] == "urn:hsp:department"
+        assert invoice["issuer"]["display"]
+        lines = Decimal(0)
+        for line in invoice["lineItem"]:
+            systems = [c["system"] for c in line["chargeItemCodeableConcept"]["coding"]]
+            assert systems == ["urn:hsp:charge-item", "urn:hsp:fee-category"]
+            (component,) = line["priceComponent"]
+            assert component["type"] == "base"
+            assert component["factor"] >= 1
+            lines += _yuan(component["amount"])
+        assert _yuan(invoice["totalGross"]) == _yuan(invoice["totalNet"]) == lines
+        assert lines * 100 == record["totalFen"]
+    assert await _invoices(his, "H001", patid, status="balanced,cancelled") == []
+    assert all(i["subject"]["reference"] == f"Patient/{patid}" for i in await _invoices(his, "H001", patid))
+    others = await his.get("H001", "Invoice", subject="Patient/999999999")
+    assert others["total"] == 0
+    assert (await his.get("H001", f"Invoice/{invoices[0]['id']}"))["id"] == invoices[0]["id"]
+
+
+async def test_settle_is_idempotent_by_request_key(his: His) -> None:
+    patid = await his.patient("H001", "110101199003071234")
+    bill = await _add_bill(
+        his,
+        "H001",
+        patid,
+        {"code": "XY0003", "quantity": 3},
+        {"code": "CL0101", "name": "棉签", "unitPriceFen": 10, "category": "material"},
+    )
+    assert bill["totalFen"] == 3 * 3299 + 10
+    assert bill["title"] == "门诊缴费：西药费 等2项"
+    await his.advance(60)
+    first = await _settle(his, "H001", bill["id"], 99.07, "settle-1", patid=patid)
+    assert first.status_code == 200, first.text
+    invoice = first.json()
+    assert invoice["status"] == "balanced"
+    (receipt,) = invoice["identifier"]
+    assert receipt["system"] == "urn:hsp:receipt"
+    assert local(ext(invoice, "settled-at")) == his.now()
+
+    await his.advance(60)
+    again = await _settle(his, "H001", bill["id"], 99.07, "settle-1", patid=patid)
+    assert again.status_code == 200
+    assert again.json() == invoice, "a repeat answers the first settlement, unchanged"
+    assert _refusal(await _settle(his, "H001", bill["id"], 99.07, "settle-2")) == (409, "conflict", "already-settled")
+    assert bill["id"] not in [i["id"] for i in await _invoices(his, "H001", patid, status="issued")]
+    (settled,) = await _invoices(his, "H001", patid, status="balanced")
+    assert settled["id"] == bill["id"]
+    assert (await his.get("H001", "Invoice", identifier=f"urn:hsp:receipt|{receipt['value']}"))["total"] == 1
+    record = (await his.client.get("/sandbox/his/test/H001/bills", params={"patid": patid})).json()["bills"]
+    mine = next(b for b in record if b["id"] == bill["id"])
+    assert (mine["status"], mine["receiptNo"], mine["paymentRef"], mine["channel"]) == (
+        "balanced",
+        receipt["value"],
+        "4200001234202503031234567890",
+        "wechat",
+    )
+
+
+async def test_settlements_that_are_refused_stay_refused(his: His) -> None:
+    patid = await his.patient("H001", "110101199003071234")
+    stranger = await his.patient("H001", "110101198506150021", "李娜")
+    bill = await _add_bill(his, "H001", patid, {"code": "250102001"})  # 20.00 yuan
+    assert _refusal(await _settle(his, "H001", bill["id"], 20.01, "k-amount")) == (
+        422,
+        "business-rule",
+        "amount-mismatch",
+    )
+    assert _refusal(await _settle(his, "H001", bill["id"], 20, "k-amount")) == (422, "business-rule", "amount-mismatch")
+    assert _refusal(await _settle(his, "H001", bill["id"], 20, "k-who", patid=stranger))[2] == "wrong-patient"
+    assert _refusal(await _settle(his, "H001", "INV999999999", 20, "k-none")) == (404, "not-found", "unknown-bill")
+
+    switch = await his.client.put("/sandbox/his/test/H001/billing", json={"refuseNext": 1})
+    assert switch.json() == {"hospitalCode": "H001", "refuseNext": 1, "unavailable": False}
+    assert _refusal(await _settle(his, "H001", bill["id"], 20, "k-refused")) == (422, "business-rule", "refused")
+    assert _refusal(await _settle(his, "H001", bill["id"], 20, "k-refused"))[2] == "refused"  # final for its key
+    assert (await his.get("H001", f"Invoice/{bill['id']}"))["status"] == "issued"
+    settled = await _settle(his, "H001", bill["id"], 20.0, "k-good", patid=patid)
+    assert settled.status_code == 200, "only the next settlement was refused"
+    reused = await _settle(
+        his, "H001", (await _add_bill(his, "H001", patid, {"code": "250104002"}))["id"], 10, "k-good"
+    )
+    assert _refusal(reused) == (422, "business-rule", "key-reused")
+
+    for amount, key, problem in ((20, None, "requestKey"), (20.001, "k-x", "two decimals"), ("20", "k-y", "CNY")):
+        bad = await _settle(his, "H001", bill["id"], amount, key)
+        assert bad.status_code == 400, bad.text
+        assert problem in bad.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_cancelled_bill_cannot_be_settled(his: His) -> None:
+    patid = await his.patient("H002", "110101199003071234")
+    bill = await _add_bill(his, "H002", patid, {"code": "120400006"}, {"code": "CL0001", "quantity": 2})
+    cancel = await his.client.post(f"/sandbox/his/test/H002/bills/{bill['id']}/cancel", json={"reason": "医生撤销医嘱"})
+    assert cancel.status_code == 200, cancel.text
+    invoice = await his.get("H002", f"Invoice/{bill['id']}")
+    assert (invoice["status"], invoice["cancelledReason"]) == ("cancelled", "医生撤销医嘱")
+    assert bill["id"] not in [i["id"] for i in await _invoices(his, "H002", patid, status="issued")]
+    assert _refusal(await _settle(his, "H002", bill["id"], 19, "k-1")) == (409, "conflict", "bill-cancelled")
+
+    other = await _add_bill(his, "H002", patid, {"code": "250102001"})
+    assert (await _settle(his, "H002", other["id"], 20, "k-2")).status_code == 200
+    late = await his.client.post(f"/sandbox/his/test/H002/bills/{other['id']}/cancel", json={})
+    assert late.status_code == 409, "a settled bill cannot be withdrawn"
+
+
+async def test_billing_can_be_switched_off_alone(his: His) -> None:
+    patid = await his.patient("H003", "110101199003071234")
+    bill = await _add_bill(his, "H003", patid, {"code": "250102001"})
+    switch = await his.client.put("/sandbox/his/test/H003/billing", json={"unavailable": True})
+    assert switch.json()["unavailable"] is True
+    for answer in (
+        await his.client.get("/sandbox/his/H003/fhir/Invoice", params={"subject": f"Patient/{patid}"}),
+        await his.client.get(f"/sandbox/his/H003/fhir/Invoice/{bill['id']}"),
+        await _settle(his, "H003", bill["id"], 20, "k-1"),
+    ):
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "30"
+        assert answer.json()["issue"][0]["code"] == "transient"
+    assert (await his.get("H003", "Organization"))["total"] == 1, "the rest of the HIS keeps working"
+    await his.client.put("/sandbox/his/test/H003/billing", json={"unavailable": False})
+    assert (await _settle(his, "H003", bill["id"], 20, "k-1")).status_code == 200, "the key was never used"
+
+
+async def test_bill_helpers_refuse_what_they_cannot_issue(his: His) -> None:
+    patid = await his.patient("H001", "110101199003071234")
+    for body, status in (
+        ({"patid": "999999999", "items": [{"code": "250102001"}]}, 404),
+        ({"patid": patid, "items": []}, 400),
+        ({"patid": patid, "items": [{"code": "NEW-1"}]}, 400),
+        (
+            {"patid": patid, "items": [{"code": "NEW-1", "name": "新项目", "unitPriceFen": 5, "category": "其他费"}]},
+            400,
+        ),
+        ({"patid": patid, "items": [{"code": "250102001"}], "departmentCode": "D999"}, 404),
+    ):
+        answer = await his.client.post("/sandbox/his/test/H001/bills", json=body)
+        assert answer.status_code == status, (body, answer.text)
+    metadata = await his.get("H001", "metadata")
+    assert {"name": "settle", "definition": "Invoice/$settle"} in metadata["rest"][0]["operation"]
