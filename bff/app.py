@@ -19,6 +19,8 @@ from litestar.static_files import create_static_files_router
 
 from bff.admin.hospitals import hospitals_admin_router
 from bff.admin.notifications import notifications_admin_router
+from bff.admin.payments import payments_admin_router
+from bff.admin.persons import persons_admin_router
 from bff.admin.staff import staff_admin_router
 from bff.auth.routes import AUTH_HANDLERS
 from bff.callbacks.his import his_push
@@ -36,6 +38,8 @@ from bff.middleware import (
 from bff.ops.routes import OPS_HANDLERS
 from bff.patient.catalogue import catalogue_router
 from bff.patient.notifications import notifications_router
+from bff.patient.patients import patients_router
+from bff.patient.payments import payments_router
 
 TAGS = [
     Tag(name="meta", description="公共信息 Public facts for every front end"),
@@ -105,6 +109,8 @@ def create_app(deps: BffDeps, *, debug: bool = False) -> Litestar:
             *AUTH_HANDLERS,
             catalogue_router,
             notifications_router,
+            patients_router,
+            payments_router,
             stop_session,
             his_push,
             *deps.public_handlers,
@@ -153,6 +159,8 @@ def create_admin_app(deps: BffDeps, public_app: Litestar) -> Litestar:
         staff_admin_router,
         hospitals_admin_router,
         notifications_admin_router,
+        persons_admin_router,
+        payments_admin_router,
         *deps.admin_handlers,
         openapi_json,
         docs_page,

@@ -20,6 +20,8 @@ from domain.kernel.ratelimit import RateLimiter
 from domain.kernel.tasks import TaskRunner
 from domain.kernel.uow import UnitOfWorkFactory
 from domain.notification.use_cases import NotificationService
+from domain.patient.use_cases import PatientService
+from domain.payment.use_cases import PaymentService
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -62,6 +64,8 @@ class BffDeps:
     accounts: AccountService | None = None
     catalogue: CatalogueService | None = None
     notifications: NotificationService | None = None
+    patients: PatientService | None = None
+    payments: PaymentService | None = None
     his_push: HisPushReader | None = None
     runner: TaskRunner | None = None
     on_hospital_changed: Callable[[str], Awaitable[None]] | None = None

@@ -9,6 +9,8 @@ from domain.account.use_cases import AccountService
 from domain.catalogue.use_cases import CatalogueService
 from domain.kernel.errors import UnavailableError
 from domain.notification.use_cases import NotificationService
+from domain.patient.use_cases import PatientService
+from domain.payment.use_cases import PaymentService
 
 
 def deps_of(state: State) -> BffDeps:
@@ -34,4 +36,18 @@ def catalogue_service(state: State) -> CatalogueService:
     service = deps_of(state).catalogue
     if service is None:
         raise UnavailableError("the catalogue is not configured", code="catalogue.not_configured")
+    return service
+
+
+def patient_service(state: State) -> PatientService:
+    service = deps_of(state).patients
+    if service is None:
+        raise UnavailableError("patients are not configured", code="patient.not_configured")
+    return service
+
+
+def payment_service(state: State) -> PaymentService:
+    service = deps_of(state).payments
+    if service is None:
+        raise UnavailableError("payments are not configured", code="payment.not_configured")
     return service

@@ -150,9 +150,14 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(default_env="prod")
+    if settings.broker.worker_metrics_bind and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Before prometheus_client is first imported: every pool process then writes its samples to this
+        # directory and the listener in this (parent) process sums them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="hsp-worker-metrics-")
     from bootstrap.worker import run_worker
 
-    return run_worker(_settings(default_env="prod"), concurrency=args.concurrency, pool=args.pool)
+    return run_worker(settings, concurrency=args.concurrency, pool=args.pool)
 
 
 def cmd_beat(args: argparse.Namespace) -> int:

@@ -21,7 +21,15 @@ from bff.deps import BffDeps, EdgeConfig
 from bootstrap.clock import LocalOffsetStore, OffsetClock, SystemClock
 from bootstrap.his import RegistryHisGateway
 from bootstrap.migrate import current_revision, head_revision
-from bootstrap.providers import build_his_adapter, build_login_providers, build_notifications, his_push_reader
+from bootstrap.providers import (
+    build_his_adapter,
+    build_login_providers,
+    build_notifications,
+    build_patients,
+    build_payment_channels,
+    build_payments,
+    his_push_reader,
+)
 from bootstrap.settings import Secret, Settings
 from domain.account.rules import AccountPolicy, LockoutPolicy, PasswordPolicy, SessionPolicy, SmsCodePolicy
 from domain.account.use_cases import AccountDeps, AccountService
@@ -363,6 +371,26 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         runner=runner,
     )
     runtime.services["his_gateway"] = his_gateway
+    patients = build_patients(
+        settings,
+        providers,
+        uow_factory=unit_of_work_factory(source, cipher=crypto.cipher),
+        clock=clock,
+        crypto=crypto,
+        store=store,
+        rate_limiter=rate_limiter,
+        http=http,
+        his=his_gateway,
+        runner=runner,
+    )
+    runtime.services["patients"] = patients
+    runtime.services["payments"] = build_payments(
+        settings,
+        uow_factory=unit_of_work_factory(source, cipher=crypto.cipher),
+        clock=clock,
+        runner=runner,
+        channels=build_payment_channels(settings, http=http, clock=clock),
+    )
     tokens = AccessTokens(
         build_signing_keys(settings), clock=clock, ttl=timedelta(minutes=settings.auth.access_token_minutes)
     )
@@ -448,6 +476,8 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
         tokens=container.tokens,
         catalogue=container.catalogue,
         notifications=container.runtime.services.get("notifications"),
+        patients=container.runtime.services.get("patients"),
+        payments=container.runtime.services.get("payments"),
         runner=container.runner,
         his_push=his_push_reader(),
         on_hospital_changed=container.hospital_changed,

@@ -22,8 +22,11 @@ from domain.notification.model import Channel
 from domain.notification.ports import ChannelSender
 from domain.notification.push import PushSender
 from domain.notification.use_cases import NotificationDeps, NotificationService
+from domain.patient.use_cases import PatientService
+from domain.payment.use_cases import PaymentService
 from integrations.alipay.client import AlipayClient, AlipayMiniProgramLogin
-from integrations.channels import PushChannel, SmsChannel, WechatSubscribeChannel
+from integrations.alipay.messages import AlipayMessageClient
+from integrations.channels import AlipayMessageChannel, PushChannel, SmsChannel, WechatSubscribeChannel
 from integrations.his.fhir import FhirHisAdapter
 from integrations.his.push import FhirPushReader
 from integrations.push.apns import ApnsSender
@@ -38,6 +41,7 @@ from integrations.wechat import WechatMiniProgramClient
 class LoginProviders:
     wechat: dict[str, WechatMiniProgram] = field(default_factory=dict)
     alipay: dict[str, AlipayMiniProgram] = field(default_factory=dict)
+    alipay_clients: dict[str, AlipayClient] = field(default_factory=dict)
     sms: SmsSender | None = None
 
 
@@ -87,6 +91,7 @@ def build_login_providers(
             clock=clock,
         )
         providers.alipay[app_id] = AlipayMiniProgramLogin(client)
+        providers.alipay_clients[app_id] = client
     providers.sms = _sms(settings, http=http, clock=clock)
     return providers
 
@@ -191,6 +196,15 @@ def build_notifications(
         senders[Channel.WECHAT_SUBSCRIBE] = WechatSubscribeChannel(
             clients, template_ids, state=settings.wechat.message_state
         )
+    alipay_templates = dict(settings.alipay.message_templates)
+    if settings.sandbox.mount and not alipay_templates:
+        from bootstrap import sandbox_accounts as demo
+
+        alipay_templates = dict.fromkeys(providers.alipay_clients, demo.ALIPAY_MESSAGE_TEMPLATE)
+    if providers.alipay_clients and alipay_templates:
+        senders[Channel.ALIPAY_MESSAGE] = AlipayMessageChannel(
+            {k: AlipayMessageClient(v) for k, v in providers.alipay_clients.items()}, alipay_templates
+        )
     if providers.sms is not None:
         senders[Channel.SMS] = SmsChannel(providers.sms)
     push = _push_senders(settings, clock=clock)
@@ -245,3 +259,144 @@ def _push_senders(settings: Settings, *, clock: Clock) -> dict[str, PushSender]:
             production=cfg.jpush_production,
         )
     return senders
+
+
+def build_patients(
+    settings: Settings,
+    providers: LoginProviders,
+    *,
+    uow_factory: Callable[[], Any],
+    clock: Clock,
+    crypto: Any,
+    store: EphemeralStore,
+    rate_limiter: Any,
+    http: httpx.AsyncClient,
+    his: Any,
+    runner: TaskRunner,
+) -> PatientService:
+    """The patients service with its real-name verifier and card platform: the simulators when the sandbox is
+    mounted, else the configured vendors (unset: those steps answer 503 with a stable code)."""
+    from datetime import timedelta
+
+    from domain.identity.verification import RealNameVerifier
+    from domain.patient.rules import PatientPolicy
+    from domain.patient.use_cases import CardUseCodes, PatientDeps
+    from integrations.healthcard.client import HealthCardClient
+    from integrations.healthcard.platform import HealthCardPlatformAdapter
+    from integrations.verification.tencent import TencentFaceIdVerifier
+
+    verifier: RealNameVerifier | None = None
+    cards: HealthCardPlatformAdapter | None = None
+    vcfg, ccfg = settings.verification, settings.healthcard
+    if settings.sandbox.mount:
+        from bootstrap import sandbox_accounts as demo
+        from sandbox.healthcard import DEMO_APP_ID, DEMO_APP_SECRET, DEMO_HOSPITAL_ID
+        from sandbox.verification import DEMO_RULE_ID
+        from sandbox.wechat import DEMO_APPID
+
+        verifier = TencentFaceIdVerifier(
+            secret_id=demo.TENCENT_SECRET_ID,
+            secret_key=demo.TENCENT_SECRET_KEY,
+            rule_id=DEMO_RULE_ID,
+            http=http,
+            clock=clock,
+            endpoint=sandbox_base(settings, "tencent-faceid"),
+        )
+        card_client = HealthCardClient(
+            app_id=DEMO_APP_ID,
+            app_secret=DEMO_APP_SECRET,
+            hospital_id=DEMO_HOSPITAL_ID,
+            http=http,
+            clock=clock,
+            base_url=sandbox_base(settings, "healthcard"),
+            relate_app_id=next(iter(settings.wechat.apps), None) or DEMO_APPID,
+            token_cache=store,
+            dynamic_code_lifetime_seconds=ccfg.dynamic_code_seconds,
+        )
+        cards = HealthCardPlatformAdapter(card_client)
+    else:
+        if vcfg.provider == "tencent" and vcfg.secret_key is not None:
+            verifier = TencentFaceIdVerifier(
+                secret_id=vcfg.secret_id,
+                secret_key=vcfg.secret_key.reveal(),
+                rule_id=vcfg.rule_id,
+                http=http,
+                clock=clock,
+                endpoint=vcfg.endpoint,
+            )
+        if ccfg.app_secret is not None and ccfg.app_id:
+            cards = HealthCardPlatformAdapter(
+                HealthCardClient(
+                    app_id=ccfg.app_id,
+                    app_secret=ccfg.app_secret.reveal(),
+                    hospital_id=ccfg.hospital_id,
+                    http=http,
+                    clock=clock,
+                    base_url=ccfg.base_url,
+                    relate_app_id=ccfg.relate_app_id or None,
+                    token_cache=store,
+                    dynamic_code_lifetime_seconds=ccfg.dynamic_code_seconds,
+                )
+            )
+    pcfg = settings.patients
+    return PatientService(
+        PatientDeps(
+            uow_factory=uow_factory,
+            clock=clock,
+            cipher=crypto.cipher,
+            blind_index=crypto.blind_index,
+            mac=crypto.mac,
+            policy=PatientPolicy(
+                max_patients=pcfg.max_patients,
+                adult_age=pcfg.adult_age,
+                consent_version=pcfg.consent_version,
+                step_up_ttl=timedelta(minutes=pcfg.step_up_minutes),
+                verification_cache_ttl=timedelta(days=pcfg.verification_cache_days),
+                verifications_per_account_day=pcfg.verifications_per_account_day,
+            ),
+            verifier=verifier,
+            store=store,
+            rate_limiter=rate_limiter,
+            sms=providers.sms,
+            cards=cards,
+            his=his,
+            runner=runner,
+            card_codes=CardUseCodes(
+                scenes=dict(ccfg.scenes),
+                department=ccfg.department,
+                card_type=ccfg.card_type,
+                card_channel=ccfg.card_channel,
+                cost_types=ccfg.cost_types,
+            ),
+            # A key of its own for the verification cache, derived from the deployment's MAC key.
+            verification_cache_secret=crypto.mac.mac(b"verification-cache", context="patient.verification"),
+        )
+    )
+
+
+def build_payments(
+    settings: Settings,
+    *,
+    uow_factory: Callable[[], Any],
+    clock: Clock,
+    runner: TaskRunner,
+    channels: dict[str, Any],
+) -> PaymentService:
+    """The payment service with the channels this deployment has (WeChat Pay, Alipay)."""
+    from domain.payment.use_cases import PaymentDeps
+
+    base = settings.http.public_base_url.rstrip("/")
+    return PaymentService(
+        PaymentDeps(
+            uow_factory=uow_factory,
+            clock=clock,
+            channels=channels,
+            runner=runner,
+            notify_urls={"wechat": f"{base}/callbacks/wechat-pay", "alipay": f"{base}/callbacks/alipay"},
+        )
+    )
+
+
+def build_payment_channels(settings: Settings, *, http: httpx.AsyncClient, clock: Clock) -> dict[str, Any]:
+    """WeChat Pay and Alipay channels: the simulators when the sandbox is mounted, else from settings."""
+    return {}

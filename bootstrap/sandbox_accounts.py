@@ -16,12 +16,16 @@ ALIYUN_TEMPLATES = {
     "SMS_900000002": "您的账号于${time}在新设备（${device}）登录。如非本人操作，请立即退出所有设备。",
     "SMS_900000003": "您的账号已于${time}绑定手机号${phone}。",
     "SMS_900000004": "测试提醒（${time}）：${text}",
+    "SMS_900000005": "您正在进行身份验证，验证码为${code}，${minutes}分钟内有效。请勿泄露给他人。",
+    "SMS_900000006": "有人申请将您添加为就诊人，确认码为${code}，${minutes}分钟内有效。如您同意，请将确认码告知对方。",
 }
 ALIYUN_TEMPLATE_CODES = {
     "login_code": "SMS_900000001",
     "new_device": "SMS_900000002",
     "phone_bound": "SMS_900000003",
     "test_reminder": "SMS_900000004",
+    "step_up_code": "SMS_900000005",
+    "patient_confirm": "SMS_900000006",
 }
 TENCENT_SECRET_ID = "AKIDdemo00000000000000000000001"
 TENCENT_SECRET_KEY = "demo0tencent0secret000000000001"
@@ -31,14 +35,20 @@ TENCENT_TEMPLATES = {
     "900002": "您的账号于{1}在新设备（{2}）登录。如非本人操作，请立即退出所有设备。",
     "900003": "您的账号已于{1}绑定手机号{2}。",
     "900004": "测试提醒（{1}）：{2}",
+    "900005": "您正在进行身份验证，验证码为{1}，{2}分钟内有效。请勿泄露给他人。",
+    "900006": "有人申请将您添加为就诊人，确认码为{1}，{2}分钟内有效。如您同意，请将确认码告知对方。",
 }
 TENCENT_TEMPLATE_IDS = {
     "login_code": "900001",
     "new_device": "900002",
     "phone_bound": "900003",
     "test_reminder": "900004",
+    "step_up_code": "900005",
+    "patient_confirm": "900006",
 }
 WECHAT_TEMPLATE_IDS = {"security_notice": "tmpl-security-notice-demo"}
+ALIPAY_MESSAGE_TEMPLATE = "tmpl-alipay-notice-demo"
+"""The demo mini-program's service-notice subscribe template (keyword1 title, keyword2 body)."""
 
 APNS_TEAM_ID = "DEMOTEAM01"
 APNS_KEY_ID = "DEMOKEY001"

@@ -12,9 +12,11 @@ from domain.kernel.clock import ClockControl
 from sandbox.alipay import AlipaySimulator
 from sandbox.echo import EchoSimulator
 from sandbox.framework import SandboxContext, Simulator, build_sandbox_app, sandbox_route_handlers
+from sandbox.healthcard import healthcard_simulator
 from sandbox.his import HisSimulator
 from sandbox.push import ApnsSimulator, JpushSimulator
 from sandbox.sms import AliyunSmsSimulator, TencentSmsSimulator
+from sandbox.verification import faceid_simulator
 from sandbox.wechat import WechatSimulator
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ def simulators(callback_base_url: str | None = None) -> list[Simulator]:
             sign_names=[demo.SMS_SIGN_NAME],
             templates=demo.TENCENT_TEMPLATES,
         ),
+        faceid_simulator(secret_id=demo.TENCENT_SECRET_ID, secret_key=demo.TENCENT_SECRET_KEY),
+        healthcard_simulator(),
     ]
 
 

@@ -80,6 +80,9 @@ class BrokerSettings(_Base):
     task_default_queue: str = "hsp"
     beat_schedule_path: str = ".data/celerybeat-schedule"
     """Where ``bff beat`` keeps its last-run times."""
+    worker_metrics_bind: str | None = None
+    """``host:port`` where ``bff worker`` serves Prometheus metrics summed over its processes (a private
+    address; unset: no listener)."""
 
 
 class ClockSettings(_Base):
@@ -167,6 +170,8 @@ class AlipayAppSettings(_Base):
 class AlipaySettings(_Base):
     gateway_url: str = "https://openapi.alipay.com/gateway.do"
     apps: dict[str, AlipayAppSettings] = msgspec.field(default_factory=dict)
+    message_templates: dict[str, str] = msgspec.field(default_factory=dict)
+    """Mini-program app id -> its service-notice subscribe template id (two keywords: title and body)."""
 
 
 class SmsSettings(_Base):
@@ -200,6 +205,47 @@ class PushSettings(_Base):
     jpush_production: bool = False
 
 
+class VerificationSettings(_Base):
+    """Real-name verification (Tencent Cloud FaceID). Unset: adding patients is unavailable outside the sandbox."""
+
+    provider: Literal["tencent"] | None = None
+    endpoint: str = "https://faceid.tencentcloudapi.com"
+    secret_id: str = ""
+    secret_key: Secret | None = None
+    rule_id: str = ""
+    """The RuleId of the face-check flow configured in the FaceID console."""
+
+
+class HealthCardSettings(_Base):
+    """The national e-health card platform (protocols §6). Scene and channel codes are the platform's code
+    tables for this deployment."""
+
+    base_url: str = "https://p-healthopen.tengmed.com"
+    app_id: str = ""
+    app_secret: Secret | None = None
+    hospital_id: str = ""
+    relate_app_id: str = ""
+    dynamic_code_seconds: int = 300
+    scenes: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"booking": "010101", "payment": "010102", "report": "010105"}
+    )
+    department: str = "0301"
+    card_type: str = "11"
+    card_channel: str = "0401"
+    cost_types: str = "0100"
+
+
+class PatientSettings(_Base):
+    """Patient rules that are platform policy [C] (docs/patients.md)."""
+
+    max_patients: int = 5
+    adult_age: int = 14
+    consent_version: str = "2026-11"
+    step_up_minutes: int = 5
+    verification_cache_days: int = 30
+    verifications_per_account_day: int = 20
+
+
 class LogSettings(_Base):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json: bool = True
@@ -231,6 +277,9 @@ class Settings(_Base):
     alipay: AlipaySettings = msgspec.field(default_factory=AlipaySettings)
     sms: SmsSettings = msgspec.field(default_factory=SmsSettings)
     push: PushSettings = msgspec.field(default_factory=PushSettings)
+    verification: VerificationSettings = msgspec.field(default_factory=VerificationSettings)
+    healthcard: HealthCardSettings = msgspec.field(default_factory=HealthCardSettings)
+    patients: PatientSettings = msgspec.field(default_factory=PatientSettings)
     sandbox: SandboxSettings = msgspec.field(default_factory=SandboxSettings)
     demo: DemoSettings = msgspec.field(default_factory=DemoSettings)
 

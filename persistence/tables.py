@@ -7,5 +7,7 @@ from persistence.catalogue import tables as catalogue_tables  # noqa: F401
 from persistence.kernel import audit_tables  # noqa: F401  (audit_log, audit_chain, audit_anchor)
 from persistence.kernel import tables as kernel_tables
 from persistence.notification import tables as notification_tables  # noqa: F401
+from persistence.patient import tables as patient_tables  # noqa: F401
+from persistence.payment import tables as payment_tables  # noqa: F401
 
 __all__ = ["kernel_tables"]

@@ -18,6 +18,8 @@ from persistence.db import ConnectionSource
 from persistence.kernel.audit import SqlAuditRepository
 from persistence.kernel.outbox import SqlOutboxRepository
 from persistence.notification.repository import SqlNotificationRepository, SqlScheduleRepository
+from persistence.patient.repository import SqlPatientRepository
+from persistence.payment.repository import SqlPaymentRepository
 
 
 class UnitOfWorkStateError(ConflictError):
@@ -59,6 +61,8 @@ class SqlUnitOfWork:
         self._catalogue: SqlCatalogueRepository | None = None
         self._notifications: SqlNotificationRepository | None = None
         self._schedule: SqlScheduleRepository | None = None
+        self._patients: SqlPatientRepository | None = None
+        self._payments: SqlPaymentRepository | None = None
 
     @property
     def outbox(self) -> SqlOutboxRepository:
@@ -89,6 +93,18 @@ class SqlUnitOfWork:
         if self._schedule is None:
             raise UnitOfWorkStateError("the unit of work is not open")
         return self._schedule
+
+    @property
+    def patients(self) -> SqlPatientRepository:
+        if self._patients is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._patients
+
+    @property
+    def payments(self) -> SqlPaymentRepository:
+        if self._payments is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._payments
 
     @property
     def audit(self) -> SqlAuditRepository:
@@ -122,6 +138,8 @@ class SqlUnitOfWork:
         self._catalogue = SqlCatalogueRepository(self._conn, self._cipher)
         self._notifications = SqlNotificationRepository(self._conn)
         self._schedule = SqlScheduleRepository(self._conn)
+        self._patients = SqlPatientRepository(self._conn, self._cipher)
+        self._payments = SqlPaymentRepository(self._conn)
         return self
 
     async def __aexit__(

@@ -1,0 +1,1 @@
+"""Payments: payment orders over WeChat Pay and Alipay, refunds and reconciliation."""

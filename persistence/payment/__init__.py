@@ -1,0 +1,1 @@
+"""Persistence of payment orders, attempts, refunds and channel events."""
