@@ -21,9 +21,11 @@ from bff.admin.hospitals import hospitals_admin_router
 from bff.admin.notifications import notifications_admin_router
 from bff.admin.payments import payments_admin_router
 from bff.admin.persons import persons_admin_router
+from bff.admin.reconciliation import reconciliation_admin_router
 from bff.admin.staff import staff_admin_router
 from bff.auth.routes import AUTH_HANDLERS
 from bff.callbacks.his import his_push
+from bff.callbacks.payments import alipay_notification, wechat_pay_notification
 from bff.deps import BffDeps
 from bff.doctor.schedule import stop_session
 from bff.errors import EXCEPTION_HANDLERS
@@ -36,6 +38,7 @@ from bff.middleware import (
     security_headers_hook,
 )
 from bff.ops.routes import OPS_HANDLERS
+from bff.patient.bills import bills_router
 from bff.patient.catalogue import catalogue_router
 from bff.patient.notifications import notifications_router
 from bff.patient.patients import patients_router
@@ -111,8 +114,11 @@ def create_app(deps: BffDeps, *, debug: bool = False) -> Litestar:
             notifications_router,
             patients_router,
             payments_router,
+            bills_router,
             stop_session,
             his_push,
+            wechat_pay_notification,
+            alipay_notification,
             *deps.public_handlers,
         ],
         state=State({"deps": deps}),
@@ -161,6 +167,7 @@ def create_admin_app(deps: BffDeps, public_app: Litestar) -> Litestar:
         notifications_admin_router,
         persons_admin_router,
         payments_admin_router,
+        reconciliation_admin_router,
         *deps.admin_handlers,
         openapi_json,
         docs_page,

@@ -11,6 +11,7 @@ from litestar.types import ControllerRouterHandler
 
 from bff.auth.tokens import AccessTokens
 from domain.account.use_cases import AccountService
+from domain.billing.use_cases import BillingService
 from domain.catalogue.ports import HisPushReader
 from domain.catalogue.use_cases import CatalogueService
 from domain.kernel.clock import Clock, ClockControl
@@ -66,6 +67,7 @@ class BffDeps:
     notifications: NotificationService | None = None
     patients: PatientService | None = None
     payments: PaymentService | None = None
+    billing: BillingService | None = None
     his_push: HisPushReader | None = None
     runner: TaskRunner | None = None
     on_hospital_changed: Callable[[str], Awaitable[None]] | None = None

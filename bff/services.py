@@ -6,6 +6,7 @@ from litestar.datastructures import State
 
 from bff.deps import BffDeps
 from domain.account.use_cases import AccountService
+from domain.billing.use_cases import BillingService
 from domain.catalogue.use_cases import CatalogueService
 from domain.kernel.errors import UnavailableError
 from domain.notification.use_cases import NotificationService
@@ -50,4 +51,11 @@ def payment_service(state: State) -> PaymentService:
     service = deps_of(state).payments
     if service is None:
         raise UnavailableError("payments are not configured", code="payment.not_configured")
+    return service
+
+
+def billing_service(state: State) -> BillingService:
+    service = deps_of(state).billing
+    if service is None:
+        raise UnavailableError("outpatient bills are not configured", code="billing.not_configured")
     return service

@@ -22,6 +22,7 @@ from bootstrap.clock import LocalOffsetStore, OffsetClock, SystemClock
 from bootstrap.his import RegistryHisGateway
 from bootstrap.migrate import current_revision, head_revision
 from bootstrap.providers import (
+    build_billing,
     build_his_adapter,
     build_login_providers,
     build_notifications,
@@ -389,7 +390,14 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         uow_factory=unit_of_work_factory(source, cipher=crypto.cipher),
         clock=clock,
         runner=runner,
-        channels=build_payment_channels(settings, http=http, clock=clock),
+        channels=build_payment_channels(settings, http=http, clock=clock, providers=providers),
+    )
+    runtime.services["billing"] = build_billing(
+        uow_factory=unit_of_work_factory(source, cipher=crypto.cipher),
+        clock=clock,
+        his=his_gateway,
+        patients=patients,
+        payments=runtime.services["payments"],
     )
     tokens = AccessTokens(
         build_signing_keys(settings), clock=clock, ttl=timedelta(minutes=settings.auth.access_token_minutes)
@@ -478,6 +486,7 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
         notifications=container.runtime.services.get("notifications"),
         patients=container.runtime.services.get("patients"),
         payments=container.runtime.services.get("payments"),
+        billing=container.runtime.services.get("billing"),
         runner=container.runner,
         his_push=his_push_reader(),
         on_hospital_changed=container.hospital_changed,

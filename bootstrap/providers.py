@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from domain.notification.ports import ChannelSender
 from domain.notification.push import PushSender
 from domain.notification.use_cases import NotificationDeps, NotificationService
 from domain.patient.use_cases import PatientService
+from domain.payment.ports import NoticeReader, PaymentChannel
 from domain.payment.use_cases import PaymentService
 from integrations.alipay.client import AlipayClient, AlipayMiniProgramLogin
 from integrations.alipay.messages import AlipayMessageClient
@@ -374,13 +375,29 @@ def build_patients(
     )
 
 
+def build_billing(
+    *,
+    uow_factory: Callable[[], Any],
+    clock: Clock,
+    his: Any,
+    patients: PatientService,
+    payments: PaymentService,
+) -> Any:
+    """Outpatient bills (诊间支付) over the HIS gateway's billing, the patients and the payment service."""
+    from domain.billing.use_cases import BillingDeps, BillingService
+
+    return BillingService(
+        BillingDeps(uow_factory=uow_factory, clock=clock, his=his, patients=patients, payments=payments)
+    )
+
+
 def build_payments(
     settings: Settings,
     *,
     uow_factory: Callable[[], Any],
     clock: Clock,
     runner: TaskRunner,
-    channels: dict[str, Any],
+    channels: Mapping[str, PaymentChannel],
 ) -> PaymentService:
     """The payment service with the channels this deployment has (WeChat Pay, Alipay)."""
     from domain.payment.use_cases import PaymentDeps
@@ -393,10 +410,79 @@ def build_payments(
             channels=channels,
             runner=runner,
             notify_urls={"wechat": f"{base}/callbacks/wechat-pay", "alipay": f"{base}/callbacks/alipay"},
+            # The adapters verify their own notifications.
+            notice_readers={name: c for name, c in channels.items() if isinstance(c, NoticeReader)},
         )
     )
 
 
-def build_payment_channels(settings: Settings, *, http: httpx.AsyncClient, clock: Clock) -> dict[str, Any]:
-    """WeChat Pay and Alipay channels: the simulators when the sandbox is mounted, else from settings."""
-    return {}
+def build_payment_channels(
+    settings: Settings, *, http: httpx.AsyncClient, clock: Clock, providers: LoginProviders
+) -> dict[str, PaymentChannel]:
+    """WeChat Pay and Alipay channels: from settings, or the simulators' demo merchant when the sandbox is
+    mounted and nothing is configured. A channel without settings is simply not offered."""
+    from integrations.alipay.trade import AlipayTradeClient
+    from integrations.payments import AlipayChannel, WechatPayChannel
+    from integrations.wechat.pay import PlatformKeyStore, WechatPayClient
+
+    channels: dict[str, PaymentChannel] = {}
+    pay = settings.wechatpay
+    if pay.mchid and pay.merchant_private_key and pay.merchant_serial_no and pay.api_v3_key:
+        wechat = (
+            pay.mchid,
+            pay.merchant_private_key.reveal().encode(),
+            pay.merchant_serial_no,
+            pay.api_v3_key.reveal().encode(),
+            pay.base_url,
+            pay.app_appid,
+        )
+        platform = (
+            PlatformKeyStore.public_key(pay.platform_public_key_id, pay.platform_public_key.encode())
+            if pay.platform_public_key_id and pay.platform_public_key
+            else PlatformKeyStore.certificates()
+        )
+    elif settings.sandbox.mount:
+        from bootstrap import sandbox_accounts as demo
+
+        wechat = (
+            demo.WECHATPAY_MCHID,
+            demo.wechatpay_merchant_private_key(),
+            demo.WECHATPAY_MERCHANT_SERIAL,
+            demo.WECHATPAY_API_V3_KEY.encode(),
+            sandbox_base(settings, "wechatpay"),
+            demo.WECHATPAY_APP_APPID,
+        )
+        platform = PlatformKeyStore.certificates()
+    else:
+        wechat = None
+    if wechat is not None:
+        mchid, key, serial, api_v3_key, base_url, app_appid = wechat
+        client = WechatPayClient(
+            mchid=mchid,
+            merchant_private_key_pem=key,
+            merchant_serial_no=serial,
+            api_v3_key=api_v3_key,
+            platform=platform,
+            http=http,
+            clock=clock,
+            base_url=base_url,
+        )
+        app_ids = frozenset(providers.wechat) | ({app_appid} if app_appid else set())
+        channels["wechat"] = WechatPayChannel(client, clock, app_appid=app_appid, app_ids=app_ids)
+
+    app_id = settings.payments.alipay_app_id or next(iter(providers.alipay_clients), None)
+    alipay_client = providers.alipay_clients.get(app_id) if app_id else None
+    if alipay_client is not None:
+        seller_id = settings.payments.alipay_seller_id
+        if settings.sandbox.mount and not settings.alipay.apps:
+            from bootstrap import sandbox_accounts as demo
+
+            seller_id = seller_id or demo.ALIPAY_SELLER_ID
+        trades = AlipayTradeClient(
+            alipay_client,
+            alipay_public_key_pem=alipay_client.alipay_public_key_pem,
+            http=http,
+            seller_id=seller_id,
+        )
+        channels["alipay"] = AlipayChannel(trades, clock)
+    return channels

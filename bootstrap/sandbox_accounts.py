@@ -4,9 +4,11 @@ configure our clients when the sandboxes are mounted, so both sides agree; none 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+
+_KEYS = Path(__file__).parent / "demo_keys"
 
 SMS_SIGN_NAME = "健康服务平台"
 ALIYUN_KEY_ID = "LTAIdemo0000000000000001"
@@ -57,15 +59,16 @@ JPUSH_APP_KEY = "demo0jpush0app0key0000001"
 JPUSH_MASTER_SECRET = "demo0jpush0master0secret01"
 
 
+def _demo_key(name: str) -> bytes:
+    """A fixed demo key from ``bootstrap/demo_keys``: every process (server, worker, beat) signs and verifies with
+    the same keys as the simulators mounted in the server."""
+    return (_KEYS / f"{name}.pem").read_bytes()
+
+
 @functools.cache
 def apns_private_key() -> bytes:
-    """The demo's APNs auth key (EC P-256), generated once per process."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    """The demo's APNs auth key (EC P-256)."""
+    return _demo_key("apns")
 
 
 ALIPAY_APP_ID = "9021000122600001"
@@ -73,26 +76,48 @@ ALIPAY_APP_ID = "9021000122600001"
 
 @functools.cache
 def alipay_app_private_key() -> bytes:
-    """The demo application's RSA key (generated once per process: the simulator runs in this process)."""
-    return _rsa_pem()
+    """The demo application's RSA key."""
+    return _demo_key("alipay_app")
 
 
 @functools.cache
 def alipay_platform_private_key() -> bytes:
     """The simulated Alipay's own RSA key."""
-    return _rsa_pem()
+    return _demo_key("alipay_platform")
+
+
+ALIPAY_SELLER_ID = "2088102177000001"
+"""The demo merchant's Alipay partner id (checked on every payment notification)."""
+
+WECHATPAY_MCHID = "1900000109"
+WECHATPAY_MERCHANT_SERIAL = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
+WECHATPAY_API_V3_KEY = "demo0wechatpay0apiv3key000000001"
+"""32 bytes, as WeChat Pay requires of an APIv3 key."""
+WECHATPAY_APP_APPID = "wxdemo0patientapp1"
+"""The patient app's WeChat open-platform app id (APP payments)."""
+
+
+@functools.cache
+def wechatpay_merchant_private_key() -> bytes:
+    """The demo merchant's API certificate key."""
+    return _demo_key("wechatpay_merchant")
+
+
+@functools.cache
+def wechatpay_platform_private_key() -> bytes:
+    """The simulated WeChat Pay's first platform certificate key."""
+    return _demo_key("wechatpay_platform")
+
+
+@functools.cache
+def wechatpay_public_key_private_key() -> bytes:
+    """The key behind the simulated WeChat Pay's public key id (public-key mode)."""
+    return _demo_key("wechatpay_public_key")
 
 
 def public_pem(private_pem: bytes) -> bytes:
     key = serialization.load_pem_private_key(private_pem, password=None)
     return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _rsa_pem() -> bytes:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 # The sandbox HIS's hospitals, as an operator would register them (fictional city 云岭市, fictional region codes).

@@ -18,6 +18,7 @@ from sandbox.push import ApnsSimulator, JpushSimulator
 from sandbox.sms import AliyunSmsSimulator, TencentSmsSimulator
 from sandbox.verification import faceid_simulator
 from sandbox.wechat import WechatSimulator
+from sandbox.wechatpay import SimulatedMerchant, WechatPaySimulator
 
 if TYPE_CHECKING:
     from bootstrap.container import Container
@@ -39,6 +40,20 @@ def simulators(callback_base_url: str | None = None) -> list[Simulator]:
         AlipaySimulator(
             apps={demo.ALIPAY_APP_ID: demo.public_pem(demo.alipay_app_private_key())},
             alipay_private_key_pem=demo.alipay_platform_private_key(),
+            seller_id=demo.ALIPAY_SELLER_ID,
+        ),
+        WechatPaySimulator(
+            merchants=[
+                SimulatedMerchant(
+                    mchid=demo.WECHATPAY_MCHID,
+                    public_key_pem=demo.public_pem(demo.wechatpay_merchant_private_key()),
+                    serial_no=demo.WECHATPAY_MERCHANT_SERIAL,
+                    api_v3_key=demo.WECHATPAY_API_V3_KEY.encode(),
+                )
+            ],
+            platform_private_key_pem=demo.wechatpay_platform_private_key(),
+            public_key_private_pem=demo.wechatpay_public_key_private_key(),
+            relay_base_url=f"{callback_base_url}/sandbox/wechatpay" if callback_base_url else None,
         ),
         AliyunSmsSimulator(
             access_key_id=demo.ALIYUN_KEY_ID,

@@ -174,6 +174,31 @@ class AlipaySettings(_Base):
     """Mini-program app id -> its service-notice subscribe template id (two keywords: title and body)."""
 
 
+class WechatPaySettings(_Base):
+    """One direct merchant of WeChat Pay API v3 (protocols §2)."""
+
+    base_url: str = "https://api.mch.weixin.qq.com"
+    mchid: str | None = None
+    merchant_private_key: Secret | None = None
+    """PEM of the merchant API certificate's private key."""
+    merchant_serial_no: str | None = None
+    api_v3_key: Secret | None = None
+    """The APIv3 key: exactly 32 bytes."""
+    platform_public_key_id: str | None = None
+    """Public-key mode: the ``PUB_KEY_ID_...`` of WeChat Pay's public key; unset: platform-certificate mode."""
+    platform_public_key: str | None = None
+    """Public-key mode: the PEM of WeChat Pay's public key."""
+    app_appid: str | None = None
+    """The patient app's open-platform app id, for APP payments."""
+
+
+class PaymentSettings(_Base):
+    alipay_seller_id: str | None = None
+    """The merchant's ``2088`` partner id, checked on every Alipay notification."""
+    alipay_app_id: str | None = None
+    """Which configured Alipay app takes payments (default: the first of HSP_ALIPAY__APPS)."""
+
+
 class SmsSettings(_Base):
     providers: list[Literal["aliyun", "tencent"]] = msgspec.field(default_factory=list)
     """In failover order."""
@@ -275,6 +300,8 @@ class Settings(_Base):
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     wechat: WechatSettings = msgspec.field(default_factory=WechatSettings)
     alipay: AlipaySettings = msgspec.field(default_factory=AlipaySettings)
+    wechatpay: WechatPaySettings = msgspec.field(default_factory=WechatPaySettings)
+    payments: PaymentSettings = msgspec.field(default_factory=PaymentSettings)
     sms: SmsSettings = msgspec.field(default_factory=SmsSettings)
     push: PushSettings = msgspec.field(default_factory=PushSettings)
     verification: VerificationSettings = msgspec.field(default_factory=VerificationSettings)
@@ -378,6 +405,15 @@ def check_settings(settings: Settings) -> None:
     auth = settings.auth
     if auth.signing_keys and auth.active_kid not in auth.signing_keys:
         raise SettingsError("HSP_AUTH__ACTIVE_KID must name one of HSP_AUTH__SIGNING_KEYS")
+    pay = settings.wechatpay
+    if pay.api_v3_key is not None and len(pay.api_v3_key.reveal().encode()) != 32:
+        raise SettingsError("HSP_WECHATPAY__API_V3_KEY must be exactly 32 bytes (WeChat Pay's APIv3 key)")
+    if pay.mchid and not (pay.merchant_private_key and pay.merchant_serial_no and pay.api_v3_key):
+        raise SettingsError(
+            "HSP_WECHATPAY__MCHID needs HSP_WECHATPAY__MERCHANT_PRIVATE_KEY, __MERCHANT_SERIAL_NO and __API_V3_KEY"
+        )
+    if bool(pay.platform_public_key_id) != bool(pay.platform_public_key):
+        raise SettingsError("HSP_WECHATPAY__PLATFORM_PUBLIC_KEY_ID and __PLATFORM_PUBLIC_KEY go together")
     if settings.env == "prod":
         problems = []
         if settings.db.url is None:

@@ -12,5 +12,10 @@ SCHEDULE: list[ScheduleEntry] = [
     ScheduleEntry("notification.sweep", 30.0, {}),
     ScheduleEntry("notification.scheduled", 60.0, {}),
     ScheduleEntry("payment.sweep", 30.0, {}),
+    # Daily reconciliation at 10:30 Beijing time (WeChat Pay's bills are ready from 10:00 the next day): the
+    # beat only knows periods, so the task is called every 15 minutes and reconciles a day only once it is
+    # 10:30 and that day has no completed report yet (a bill not ready is tried again 15 minutes later).
+    ScheduleEntry("payment.reconcile", 900.0, {"not_before": "10:30"}),
+    ScheduleEntry("billing.sweep", 60.0, {}),
     ScheduleEntry("catalogue.sync", 86400.0, {"full": True}),
 ]

@@ -216,3 +216,68 @@ async def payment_sweep(runtime: WorkerRuntime) -> int:
     found = await service.query_pending()
     retried = await service.submit_due_refunds()
     return int(closed + found + retried)
+
+
+def _reconciliation(runtime: WorkerRuntime) -> Any:
+    """The reconciliation service: wired by bootstrap when it is, else built on the payment service and the worker's
+    unit of work (the persistence unit of work implements every feature's protocol)."""
+    from collections.abc import Callable
+    from typing import cast
+
+    from domain.payment.reconciliation_service import ReconciliationService, ReconciliationUnitOfWork
+
+    service = runtime.services.get("reconciliation")
+    payments = _payments(runtime)
+    if service is None and payments is not None:
+        service = ReconciliationService(payments, cast(Callable[[], ReconciliationUnitOfWork], runtime.uow_factory))
+    return service
+
+
+@registry.task("payment.reconcile")
+async def payment_reconcile(
+    runtime: WorkerRuntime,
+    day: str | None = None,
+    channels: list[str] | None = None,
+    not_before: str = "10:30",
+    lookback_days: int = 2,
+) -> dict[str, str]:
+    """Daily reconciliation (对账) of each configured channel, each on its own (one failing does not stop the
+    others). Without ``day``: the days whose bills are ready (yesterday, Beijing, once it is ``not_before``
+    there; WeChat Pay's bills are ready from 10:00) that have no completed report yet, so that the beat may call
+    it often and a bill not ready yet is tried again. With ``day`` (YYYY-MM-DD): that day again, replacing its
+    reports."""
+    from datetime import date
+    from datetime import time as clock_time
+
+    service = _reconciliation(runtime)
+    if service is None:
+        return {}
+    if day is not None:
+        return dict(await service.reconcile_day(date.fromisoformat(day), channels))
+    return dict(
+        await service.reconcile_due(not_before=clock_time.fromisoformat(not_before), lookback_days=lookback_days)
+    )
+
+
+def _register_bill_payment_topics() -> None:
+    """Outpatient bills act on their payment orders' outcomes (other payables have their own handlers)."""
+    for what in ("paid", "paid_late", "closed", "refunded", "refund_failed"):
+
+        async def handler(
+            runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str, _what: str = what
+        ) -> None:
+            service = runtime.services.get("billing")
+            if service is not None:
+                await service.on_payment_event(_what, payload)
+
+        registry.on_topic(f"payment.{what}")(handler)
+
+
+_register_bill_payment_topics()
+
+
+@registry.task("billing.sweep")
+async def billing_sweep(runtime: WorkerRuntime) -> int:
+    """Settle (or refund) paid bills whose outbox handler could not finish (the HIS was down)."""
+    service = runtime.services.get("billing")
+    return 0 if service is None else int(await service.settle_due())

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 from domain.kernel.crypto import FieldCipher
 from domain.kernel.errors import ConflictError, ValidationError
 from persistence.account.repository import SqlAccountRepository
+from persistence.billing.repository import SqlBillPaymentRepository
 from persistence.catalogue.repository import SqlCatalogueRepository
 from persistence.db import ConnectionSource
 from persistence.kernel.audit import SqlAuditRepository
 from persistence.kernel.outbox import SqlOutboxRepository
 from persistence.notification.repository import SqlNotificationRepository, SqlScheduleRepository
 from persistence.patient.repository import SqlPatientRepository
+from persistence.payment.reconciliation import SqlReconciliationRepository
 from persistence.payment.repository import SqlPaymentRepository
 
 
@@ -63,6 +65,8 @@ class SqlUnitOfWork:
         self._schedule: SqlScheduleRepository | None = None
         self._patients: SqlPatientRepository | None = None
         self._payments: SqlPaymentRepository | None = None
+        self._reconciliation: SqlReconciliationRepository | None = None
+        self._bill_payments: SqlBillPaymentRepository | None = None
 
     @property
     def outbox(self) -> SqlOutboxRepository:
@@ -107,6 +111,18 @@ class SqlUnitOfWork:
         return self._payments
 
     @property
+    def bill_payments(self) -> SqlBillPaymentRepository:
+        if self._bill_payments is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._bill_payments
+
+    @property
+    def reconciliation(self) -> SqlReconciliationRepository:
+        if self._reconciliation is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._reconciliation
+
+    @property
     def audit(self) -> SqlAuditRepository:
         if self._audit is None:
             raise UnitOfWorkStateError("the unit of work is not open")
@@ -140,6 +156,8 @@ class SqlUnitOfWork:
         self._schedule = SqlScheduleRepository(self._conn)
         self._patients = SqlPatientRepository(self._conn, self._cipher)
         self._payments = SqlPaymentRepository(self._conn)
+        self._reconciliation = SqlReconciliationRepository(self._conn)
+        self._bill_payments = SqlBillPaymentRepository(self._conn)
         return self
 
     async def __aexit__(

@@ -103,7 +103,8 @@ def drop_test_database(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def test_database() -> Iterator[MigratedDatabase]:
-    db = create_test_database(f"hsp_test_{_worker()}")
+    # The pid too: two test runs on one machine (a developer's and CI's) must not drop each other's database.
+    db = create_test_database(f"hsp_test_{_worker()}_{os.getpid()}")
     yield db
     drop_test_database(db.name)
 

@@ -142,3 +142,51 @@ class Settlement:
         _text(self.his_receipt_no, "receipt number")
         if not isinstance(self.settled_at, datetime) or self.settled_at.tzinfo is None:
             raise ValueError("settled_at is an aware datetime")
+
+
+class BillPaymentState(StrEnum):
+    """Where the payment of one bill through one payment order stands."""
+
+    PENDING = "pending"
+    """The order is open, or paid and not yet settled at the HIS."""
+    SETTLED = "settled"
+    """The HIS took the payment (its receipt number is recorded)."""
+    REFUSED = "refused"
+    """The HIS refused the settlement (or a late payment found the bill no longer payable): a full refund is
+    under way."""
+    REFUNDED = "refunded"
+    """The refund of a refused payment went through."""
+    CLOSED = "closed"
+    """The order closed unpaid (expired): the bill can be paid with a new order."""
+
+
+LIVE_BILL_PAYMENT_STATES = frozenset({BillPaymentState.PENDING, BillPaymentState.SETTLED})
+"""At most one payment of a bill is in these states at a time (a unique index enforces it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BillPayment:
+    """One payment order paying one HIS bill, for one patient of one account. No ID numbers or phones here: the
+    person id and the hospital's own patient id are enough to settle."""
+
+    id: str
+    order_id: str
+    account_id: str
+    patient_id: str
+    person_id: str
+    hospital_code: str
+    bill_id: str
+    patid: str = field(repr=False)
+    title: str
+    amount_fen: int
+    state: BillPaymentState
+    created_at: datetime
+    updated_at: datetime
+    his_receipt_no: str | None = None
+    refusal: str | None = None
+    """Why the HIS refused (``SettlementRefusal`` value, or ``late_<bill status>`` for a late payment)."""
+    settled_at: datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_BILL_PAYMENT_STATES

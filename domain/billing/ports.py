@@ -9,15 +9,17 @@ hold: ``HisUnavailableError`` (timeouts, 5xx, an open circuit) is retryable; rea
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from domain.billing.model import OutpatientBill, Settlement
+from domain.billing.model import BillPayment, OutpatientBill, Settlement
 from domain.catalogue.ports import HisUnavailableError
 from domain.kernel.errors import ConflictError, NotFoundError
 
 __all__ = [
     "BillNotFoundError",
+    "BillPaymentRepository",
     "BillSettlementRefusedError",
     "BillingNotOfferedError",
     "HisBilling",
@@ -113,4 +115,34 @@ class HisBillingGateway(Protocol):
     def billing_for(self, hospital_code: str) -> HisBilling:
         """Raises ``BillingNotOfferedError`` when the hospital's HIS has no billing, ``HisUnavailableError`` (or
         ``NotFoundError`` for a gateway without a registry) for a hospital without an adapter."""
+        ...
+
+
+class BillPaymentRepository(Protocol):
+    """Our record of bill payments (``bill_payments``)."""
+
+    async def add(self, payment: BillPayment) -> bool:
+        """Insert; False (and nothing written) when another live payment of the same bill exists."""
+        ...
+
+    async def get(self, payment_id: str, *, lock: bool = False) -> BillPayment | None: ...
+
+    async def by_order(self, order_id: str, *, lock: bool = False) -> BillPayment | None: ...
+
+    async def live_for_bill(self, hospital_code: str, bill_id: str) -> BillPayment | None: ...
+
+    async def live_for_bills(self, hospital_code: str, bill_ids: Sequence[str]) -> Sequence[BillPayment]: ...
+
+    async def save(self, payment: BillPayment) -> bool:
+        """Write the payment's state fields; False (and nothing written) when it would make a second live
+        payment of its bill."""
+        ...
+
+    async def of_account(self, account_id: str, *, limit: int) -> Sequence[BillPayment]:
+        """The account's bill payments, newest first."""
+        ...
+
+    async def awaiting_settlement(self, *, older_than: datetime, limit: int) -> Sequence[str]:
+        """Order ids of payments left half-done since ``older_than`` (pending with a paid order, or closed with
+        an order paid late): the sweep finishes them when the outbox handler could not."""
         ...

@@ -224,3 +224,37 @@ TEST_REMINDER = REGISTRY.register(
         ),
     )
 )
+BILL_SETTLED = REGISTRY.register(
+    NotificationTemplate(
+        event="bill.settled",
+        event_class=EventClass.TRANSACTIONAL,
+        variables=("hospital", "amount", "time"),
+        title="门诊缴费成功",
+        body="您在{hospital}的门诊缴费已完成，金额{amount}（{time}）。请按医嘱前往检查、检验或取药。",
+        wechat_template="payment_notice",
+        wechat_fields=(
+            WechatField("thing1", FieldKind.THING, "hospital"),
+            WechatField("amount2", FieldKind.AMOUNT, "amount"),
+            WechatField("time3", FieldKind.TIME, "time"),
+            WechatField("thing4", FieldKind.THING, "=门诊缴费成功"),
+        ),
+        page="pages/bills/payments",
+    )
+)
+BILL_REFUNDED = REGISTRY.register(
+    NotificationTemplate(
+        event="bill.refunded",
+        event_class=EventClass.TRANSACTIONAL,
+        variables=("hospital", "amount", "time"),
+        title="门诊缴费已退款",
+        body="您在{hospital}的门诊缴费未能完成，已付{amount}已于{time}原路退回。如需缴费请重新发起或到收费窗口办理。",
+        wechat_template="payment_notice",
+        wechat_fields=(
+            WechatField("thing1", FieldKind.THING, "hospital"),
+            WechatField("amount2", FieldKind.AMOUNT, "amount"),
+            WechatField("time3", FieldKind.TIME, "time"),
+            WechatField("thing4", FieldKind.THING, "=缴费未完成，已退款"),
+        ),
+        page="pages/bills/payments",
+    )
+)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from domain.payment.machine import PaymentOrder
 
@@ -53,6 +53,19 @@ class ChannelRefund:
     failure: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelBillLine:
+    """One line of a channel's daily trade bill: a payment or a refund that settled that day, in fen."""
+
+    kind: Literal["payment", "refund"]
+    out_trade_no: str
+    transaction_id: str
+    amount_fen: int
+    """A payment's paid amount; a refund's refunded amount (positive)."""
+    out_refund_no: str | None = None
+    at: datetime | None = None
+
+
 class PaymentChannel(Protocol):
     name: str
 
@@ -77,6 +90,11 @@ class PaymentChannel(Protocol):
 
     async def query_refund(self, out_trade_no: str, out_refund_no: str) -> ChannelRefund: ...
 
+    async def bill(self, day: date) -> Sequence[ChannelBillLine]:
+        """The channel's trade bill of one Beijing day (payments and refunds that settled then); empty when the
+        channel has no bill for that day because nothing happened. A bill not ready yet is UnavailableError."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelEvent:
@@ -89,6 +107,25 @@ class ChannelEvent:
     kind: str
     body: Mapping[str, Any]
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelNotice:
+    """What a verified notification says: a trade's state (a payment, or an unpaid trade closed) or that a
+    refund moved (confirmed with the refund query before it is applied)."""
+
+    event: ChannelEvent
+    trade: ChannelTrade | None = None
+    refund_out_trade_no: str | None = None
+    out_refund_no: str | None = None
+
+
+@runtime_checkable
+class NoticeReader(Protocol):
+    """Verifies a channel's notification as it came over HTTP (headers and raw body) and says what it means.
+    Forged, stale, probing or foreign notifications raise a DomainError below 500 and must change nothing."""
+
+    async def read_notice(self, headers: Mapping[str, str], body: bytes) -> ChannelNotice: ...
 
 
 class PaymentRepository(Protocol):
@@ -113,9 +150,12 @@ class PaymentRepository(Protocol):
 
     async def due_for_expiry(self, *, now: datetime, limit: int) -> Sequence[str]: ...
 
-    async def awaiting_payment(self, *, older_than: datetime, limit: int) -> Sequence[str]:
-        """Orders with an open attempt and no verified success, for the active query."""
+    async def awaiting_payment(self, *, now: datetime, older_than: datetime, limit: int) -> Sequence[tuple[str, int]]:
+        """Orders paying without a verified success whose next query is due (first: paying since before
+        ``older_than``), with the number of queries so far."""
         ...
+
+    async def postpone_query(self, order_id: str, *, next_query_at: datetime, tries: int) -> None: ...
 
     async def refunds_to_submit(self, *, now: datetime, limit: int) -> Sequence[str]:
         """Refunds requested or processing whose next try is due."""

@@ -49,9 +49,11 @@ from domain.payment.machine import (
 )
 from domain.payment.ports import (
     ChannelEvent,
+    ChannelNotice,
     ChannelRefundState,
     ChannelTrade,
     ChannelTradeState,
+    NoticeReader,
     Payer,
     PaymentChannel,
     PaymentRepository,
@@ -77,6 +79,11 @@ class UnknownChannelError(ValidationError):
 class OrderExpiredError(ValidationError):
     code = "payment.expired"
     message = "订单已超时，请重新下单"
+
+
+class NoticeMismatchError(ValidationError):
+    code = "payment.notice_mismatch"
+    message = "通知与订单不符"
 
 
 class PayerRequiredError(ForbiddenError):
@@ -109,7 +116,10 @@ class PaymentUnitOfWork(Protocol):
 @dataclass(frozen=True, slots=True)
 class PaymentPolicy:
     query_after: timedelta = timedelta(minutes=1)
-    """An order paying for this long without a notification is queried at its channel."""
+    """An order paying for this long without a notification is queried at its channel, then again after twice
+    as long each time."""
+    query_cap: timedelta = timedelta(minutes=8)
+    """The longest wait between two queries of one order."""
     refund_backoff: tuple[int, ...] = (30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600)
     """Seconds between tries of a refund still processing or failing transiently; after the last, it fails
     for good and waits in the operators' queue."""
@@ -124,6 +134,8 @@ class PaymentDeps:
     notify_urls: Mapping[str, str] = field(default_factory=dict)
     """Channel -> our callback URL (``/callbacks/wechat-pay``, ``/callbacks/alipay``)."""
     policy: PaymentPolicy = field(default_factory=PaymentPolicy)
+    notice_readers: Mapping[str, NoticeReader] = field(default_factory=dict)
+    """Channel -> what verifies its notifications (the same adapters as ``channels``)."""
 
 
 def new_out_trade_no() -> str:
@@ -253,6 +265,97 @@ class PaymentService:
         await self._after_commit(order, effects)
         return True
 
+    # ------------------------------------------------------------------ notifications
+
+    def notice_reader(self, name: str) -> NoticeReader:
+        reader = self.d.notice_readers.get(name)
+        if reader is None:
+            raise UnavailableError(f"channel {name[:16]!r} takes no notifications here", code="payment.not_configured")
+        return reader
+
+    async def receive_notice(
+        self, channel: str, headers: Mapping[str, str], body: bytes, *, source_ip: str | None
+    ) -> bool:
+        """A notification as it came over HTTP: verified, stored once, applied at most once. Returns False for a
+        repeat. Anything forged, stale, probing, foreign or not matching its order changes nothing and is
+        audited (then re-raised: the channel tries again later, which a genuine notification survives)."""
+        try:
+            notice = await self.notice_reader(channel).read_notice(headers, body)
+            return await self.handle_notice(channel, notice)
+        except DomainError as exc:
+            if exc.status < 500:
+                await self._audit_rejected_notice(channel, exc, source_ip=source_ip)
+            raise
+
+    async def handle_notice(self, channel: str, notice: ChannelNotice) -> bool:
+        if notice.trade is not None:
+            return await self.apply_trade(channel, notice.trade, event=notice.event)
+        assert notice.refund_out_trade_no is not None
+        async with self.d.uow_factory() as uow:
+            seen = not await uow.payments.record_event(notice.event)
+            # Not committed yet: the event is stored only once the refunds it speaks of are confirmed.
+            if seen:
+                await uow.commit()
+                return False
+        await self.confirm_refunds(channel, notice.refund_out_trade_no, notice.out_refund_no)
+        async with self.d.uow_factory() as uow:
+            stored = await uow.payments.record_event(notice.event)
+            await uow.payments.mark_event_applied(notice.event.channel, notice.event.event_key, now=self._now())
+            await uow.commit()
+        return stored
+
+    async def confirm_refunds(self, channel: str, out_trade_no: str, out_refund_no: str | None) -> int:
+        """Ask the channel about refunds in flight of one attempt (one refund, or all of them) and apply final
+        answers: a refund notification is a hint, the refund query the proof."""
+        async with self.d.uow_factory() as uow:
+            order = await uow.payments.by_out_trade_no(out_trade_no)
+        if order is None:
+            raise OrderNotFoundError("no attempt with this out_trade_no")
+        attempt = order.attempt(out_trade_no)
+        if attempt is None or attempt.channel != channel:
+            raise ValidationError("attempt of another channel", code="payment.channel_mismatch")
+        ours = [r for r in order.refunds_of(out_trade_no) if out_refund_no is None or r.out_refund_no == out_refund_no]
+        if out_refund_no is not None and not ours:
+            raise NoticeMismatchError("a refund number we never sent")
+        applied = 0
+        for refund in ours:
+            if refund.state is not RefundState.PROCESSING:
+                continue
+            answer = await self.channel(channel).query_refund(out_trade_no, refund.out_refund_no)
+            if answer.state is ChannelRefundState.PROCESSING:
+                continue
+            event: Event = (
+                RefundSucceeded(refund.id)
+                if answer.state is ChannelRefundState.SUCCEEDED
+                else RefundFailed(refund.id, answer.failure or "refused")
+            )
+            async with self.d.uow_factory() as uow:
+                current = await uow.payments.by_refund(refund.id, lock=True)
+                assert current is not None
+                current, effects = await self._transition(uow, current, event, now=self._now())
+                await uow.payments.set_refund_retry(
+                    refund.id, next_try_at=None, tries=await uow.payments.refund_tries(refund.id)
+                )
+                await uow.commit()
+            await self._after_commit(current, effects)
+            applied += 1
+        return applied
+
+    async def _audit_rejected_notice(self, channel: str, exc: DomainError, *, source_ip: str | None) -> None:
+        async with self.d.uow_factory() as uow:
+            await uow.audit.record(
+                AuditEvent(
+                    action="payment.notification_rejected",
+                    outcome=Outcome.FAILURE,
+                    object_type="payment_channel",
+                    object_id=channel,
+                    source_ip=source_ip,
+                    reason=exc.code,
+                ),
+                now=self._now(),
+            )
+            await uow.commit()
+
     # ------------------------------------------------------------------ paying
 
     async def payer(self, account_id: str, channel: str, *, app_id: str | None, app: bool) -> Payer:
@@ -347,12 +450,17 @@ class PaymentService:
 
     async def query_pending(self, *, limit: int = 200) -> int:
         """Orders paying without a notification are asked about at their channels."""
+        now = self._now()
+        policy = self.d.policy
         async with self.d.uow_factory() as uow:
-            pending = await uow.payments.awaiting_payment(
-                older_than=self._now() - self.d.policy.query_after, limit=limit
-            )
+            pending = await uow.payments.awaiting_payment(now=now, older_than=now - policy.query_after, limit=limit)
+            # Backoff: the next query of each comes later and later (1, 2, 4, 8 ... minutes, at most query_cap).
+            for order_id, tries in pending:
+                delay = min(policy.query_after * 2**tries, policy.query_cap)
+                await uow.payments.postpone_query(order_id, next_query_at=now + delay, tries=tries + 1)
+            await uow.commit()
         found = 0
-        for order_id in pending:
+        for order_id, _ in pending:
             async with self.d.uow_factory() as uow:
                 order = await uow.payments.get(order_id)
             if order is None:
@@ -519,6 +627,38 @@ class PaymentService:
         refund = order.refund(refund_id)
         assert refund is not None
         return refund
+
+    async def reconcile_refund(
+        self, channel: str, out_trade_no: str, out_refund_no: str
+    ) -> tuple[ChannelRefundState, bool]:
+        """Ask the channel about one refund of ours, whatever its state here (processing, or failed after the last
+        try), and apply a success through the machine (reconciliation found it on the channel's bill). Other
+        answers change nothing here: the refund's own retries and the operators' queue deal with them. Returns the
+        channel's answer and whether the ledger changed; a success the machine refuses raises its ConflictError."""
+        async with self.d.uow_factory() as uow:
+            order = await uow.payments.by_out_trade_no(out_trade_no)
+        if order is None:
+            raise OrderNotFoundError("no attempt with this out_trade_no")
+        attempt = order.attempt(out_trade_no)
+        if attempt is None or attempt.channel != channel:
+            raise ValidationError("attempt of another channel", code="payment.channel_mismatch")
+        refund = next((r for r in order.refunds_of(out_trade_no) if r.out_refund_no == out_refund_no), None)
+        if refund is None:
+            raise NotFoundError("a refund number we never sent", code="payment.refund_not_found")
+        answer = await self.channel(channel).query_refund(out_trade_no, out_refund_no)
+        if answer.state is not ChannelRefundState.SUCCEEDED or refund.state is RefundState.SUCCEEDED:
+            return answer.state, False
+        async with self.d.uow_factory() as uow:
+            current = await uow.payments.by_refund(refund.id, lock=True)
+            assert current is not None
+            version = current.version
+            current, effects = await self._transition(uow, current, RefundSucceeded(refund.id), now=self._now())
+            await uow.payments.set_refund_retry(
+                refund.id, next_try_at=None, tries=await uow.payments.refund_tries(refund.id)
+            )
+            await uow.commit()
+        await self._after_commit(current, effects)
+        return answer.state, current.version != version
 
     async def keep_late(self, order_id: str) -> PaymentOrder:
         """The payable kept a late payment."""

@@ -160,6 +160,11 @@ class AlipayClient:
     def app_id(self) -> str:
         return self._app_id
 
+    @property
+    def alipay_public_key_pem(self) -> bytes:
+        """Alipay's public key for this app (verifies answers, and notifications through the trade client)."""
+        return self._alipay_public_key
+
     def signed_params(
         self,
         method: str,

@@ -47,8 +47,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from domain.kernel.clock import Clock, ensure_utc, to_shanghai
+from domain.kernel.clock import SHANGHAI, Clock, ensure_utc, to_shanghai
 from domain.kernel.errors import AuthenticationError, ConflictError, UpstreamError, ValidationError
+from domain.kernel.money import yuan_to_fen
 from integrations.resilience import Failure
 
 logger = logging.getLogger(__name__)
@@ -666,6 +667,87 @@ def parse_refund(data: Mapping[str, Any]) -> WechatPayRefund:
         success_time=parse_time(data.get("success_time")),
         user_received_account=_text(data, "user_received_account"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WechatPayBillRow:
+    """One detail row of a downloaded trade bill (``ALL``): a payment (``trade_state`` SUCCESS) or a refund
+    (``REFUND``, with its refund numbers), amounts in fen."""
+
+    trade_time: datetime
+    transaction_id: str
+    out_trade_no: str
+    trade_state: str
+    settled_fen: int
+    """应结订单金额: what the payment settles (0 on refund rows)."""
+    total_fen: int
+    """订单金额."""
+    refund_id: str | None = None
+    out_refund_no: str | None = None
+    refund_fen: int = 0
+
+
+def _bill_amount(value: str) -> int:
+    try:
+        return yuan_to_fen(value)
+    except ValueError:
+        raise WechatPayBadResponseError(f"bill: bad amount {value[:20]!r}", reason="malformed") from None
+
+
+def parse_trade_bill(data: bytes) -> list[WechatPayBillRow]:
+    """The detail rows of a trade bill CSV (``download_bill``'s bytes, UTF-8): a header row that starts with
+    ``交易时间``, one row per payment or refund, every cell prefixed with a backquote, then the summary header
+    (``总交易单数``) and its row. Columns are found by name. Raises ``WechatPayBadResponseError``."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise WechatPayBadResponseError("bill: not UTF-8", reason="malformed") from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("交易时间"):
+        raise WechatPayBadResponseError("bill: no header row", reason="malformed")
+    header = [cell.strip() for cell in lines[0].split(",")]
+    needed = (
+        "交易时间",
+        "微信订单号",
+        "商户订单号",
+        "交易状态",
+        "应结订单金额",
+        "订单金额",
+        "微信退款单号",
+        "商户退款单号",
+        "退款金额",
+    )
+    missing = [name for name in needed if name not in header]
+    if missing:
+        raise WechatPayBadResponseError(f"bill: columns missing: {missing}", reason="malformed")
+    col = {name: header.index(name) for name in needed}
+    rows: list[WechatPayBillRow] = []
+    for line in lines[1:]:
+        if line.startswith("总交易单数"):
+            break
+        cells = [cell.strip().lstrip("`") for cell in line.split(",")]
+        if len(cells) < len(header):
+            raise WechatPayBadResponseError("bill: a short row", reason="malformed")
+        try:
+            at = datetime.strptime(cells[col["交易时间"]], "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
+        except ValueError:
+            raise WechatPayBadResponseError("bill: bad trade time", reason="malformed") from None
+        state = cells[col["交易状态"]]
+        refund = state == REFUND
+        rows.append(
+            WechatPayBillRow(
+                trade_time=ensure_utc(at),
+                transaction_id=cells[col["微信订单号"]],
+                out_trade_no=cells[col["商户订单号"]],
+                trade_state=state,
+                settled_fen=_bill_amount(cells[col["应结订单金额"]]),
+                total_fen=_bill_amount(cells[col["订单金额"]]),
+                refund_id=cells[col["微信退款单号"]] if refund else None,
+                out_refund_no=cells[col["商户退款单号"]] if refund else None,
+                refund_fen=_bill_amount(cells[col["退款金额"]]) if refund else 0,
+            )
+        )
+    return rows
 
 
 # --- the platform keys -----------------------------------------------------------------------------------------------
@@ -1303,6 +1385,7 @@ __all__ = [
     "WechatPayBadNotificationError",
     "WechatPayBadResponseError",
     "WechatPayBadSignatureError",
+    "WechatPayBillRow",
     "WechatPayClient",
     "WechatPayDecryptError",
     "WechatPayMisconfiguredError",
@@ -1324,6 +1407,7 @@ __all__ = [
     "parse_certificates",
     "parse_refund",
     "parse_time",
+    "parse_trade_bill",
     "parse_transaction",
     "pay_sign",
     "request_message",

@@ -39,6 +39,8 @@ def upgrade() -> None:
         sa.Column("paid_at", UTCDateTime(), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("next_query_at", UTCDateTime(), nullable=True),
+        sa.Column("query_tries", sa.Integer(), nullable=False, server_default="0"),
         sa.CheckConstraint("self_pay_fen >= 0 AND insured_fen >= 0", name="ck_payment_orders_amounts_not_negative"),
         sa.PrimaryKeyConstraint("id", name="pk_payment_orders"),
     )

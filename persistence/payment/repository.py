@@ -229,14 +229,26 @@ class SqlPaymentRepository:
         )
         return [str(r) for r in rows.scalars()]
 
-    async def awaiting_payment(self, *, older_than: datetime, limit: int) -> Sequence[str]:
+    async def awaiting_payment(self, *, now: datetime, older_than: datetime, limit: int) -> Sequence[tuple[str, int]]:
+        o = payment_orders.c
+        due = sa.or_(
+            sa.and_(o.next_query_at.is_(None), o.updated_at <= older_than),
+            o.next_query_at <= now,
+        )
         rows = await self._conn.execute(
-            sa.select(payment_orders.c.id)
-            .where(payment_orders.c.state == OrderState.PAYING.value, payment_orders.c.updated_at <= older_than)
-            .order_by(payment_orders.c.updated_at)
+            sa.select(o.id, o.query_tries)
+            .where(o.state == OrderState.PAYING.value, due)
+            .order_by(sa.func.coalesce(o.next_query_at, o.updated_at))
             .limit(limit)
         )
-        return [str(r) for r in rows.scalars()]
+        return [(str(r.id), int(r.query_tries)) for r in rows]
+
+    async def postpone_query(self, order_id: str, *, next_query_at: datetime, tries: int) -> None:
+        await self._conn.execute(
+            payment_orders.update()
+            .where(payment_orders.c.id == order_id)
+            .values(next_query_at=next_query_at, query_tries=tries)
+        )
 
     async def refunds_to_submit(self, *, now: datetime, limit: int) -> Sequence[str]:
         rows = await self._conn.execute(

@@ -26,6 +26,8 @@ payment_orders = sa.Table(
     sa.Column("paid_at", UTCDateTime(), nullable=True),
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("next_query_at", UTCDateTime(), nullable=True),
+    sa.Column("query_tries", sa.Integer(), nullable=False, server_default="0"),
     sa.CheckConstraint("self_pay_fen >= 0 AND insured_fen >= 0", name="amounts_not_negative"),
     sa.Index("ix_payment_orders_payable", "payable_type", "payable_id"),
     sa.Index("ix_payment_orders_state_expiry", "state", "expires_at"),

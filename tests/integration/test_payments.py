@@ -6,18 +6,20 @@ vendor gateways have contract tests against their simulators)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from domain.kernel.errors import DomainError
+from domain.kernel.clock import Clock, to_shanghai
+from domain.kernel.errors import DomainError, UnavailableError
 from domain.kernel.money import Amount
 from domain.payment.machine import AttemptState, OrderState, PaymentOrder, RefundState
 from domain.payment.ports import (
+    ChannelBillLine,
     ChannelEvent,
     ChannelRefund,
     ChannelRefundState,
@@ -45,6 +47,14 @@ class ModelChannel:
     refund_answers: list[ChannelRefundState] = field(default_factory=list)
     refund_calls: list[str] = field(default_factory=list)
     closes: list[str] = field(default_factory=list)
+    clock: Clock | None = None
+    """Times payments and refunds for the daily bill (wall-clock time without one)."""
+    paid_at: dict[str, datetime] = field(default_factory=dict)
+    refunded_at: dict[str, datetime] = field(default_factory=dict)
+    bill_ready: bool = True
+
+    def _now(self) -> datetime:
+        return self.clock.now() if self.clock is not None else datetime.now(UTC)
 
     async def prepay(
         self, order: PaymentOrder, out_trade_no: str, payer: Payer, *, notify_url: str
@@ -56,6 +66,7 @@ class ModelChannel:
     def resident_pays(self, out_trade_no: str) -> ChannelTrade:
         assert self.trades[out_trade_no] == "open"
         self.trades[out_trade_no] = "paid"
+        self.paid_at[out_trade_no] = self._now()
         return self._trade(out_trade_no)
 
     def _trade(self, out_trade_no: str) -> ChannelTrade:
@@ -64,7 +75,11 @@ class ModelChannel:
             return ChannelTrade(out_trade_no, ChannelTradeState.NOT_FOUND)
         if state == "paid":
             return ChannelTrade(
-                out_trade_no, ChannelTradeState.PAID, "X" + out_trade_no, self.amounts[out_trade_no], datetime.now(UTC)
+                out_trade_no,
+                ChannelTradeState.PAID,
+                "X" + out_trade_no,
+                self.amounts[out_trade_no],
+                self.paid_at.get(out_trade_no) or datetime.now(UTC),
             )
         return ChannelTrade(out_trade_no, ChannelTradeState(state))
 
@@ -86,11 +101,28 @@ class ModelChannel:
             paid_back = sum(a for t, a in self.refunds.values() if t == out_trade_no)
             assert paid_back + amount_fen <= self.amounts[out_trade_no], "refunded more than was paid"
             self.refunds[out_refund_no] = (out_trade_no, amount_fen)
+            self.refunded_at[out_refund_no] = self._now()
         return ChannelRefund(out_refund_no, answer, "NOT_ENOUGH" if answer is ChannelRefundState.FAILED else None)
 
     async def query_refund(self, out_trade_no: str, out_refund_no: str) -> ChannelRefund:
         state = ChannelRefundState.SUCCEEDED if out_refund_no in self.refunds else ChannelRefundState.PROCESSING
         return ChannelRefund(out_refund_no, state)
+
+    async def bill(self, day: date) -> Sequence[ChannelBillLine]:
+        """The day's trade bill (Beijing days): paid trades by their payment time, refunds by their success time."""
+        if not self.bill_ready:
+            raise UnavailableError("the bill is not ready yet", code="payment.bill_not_ready")
+        lines = [
+            ChannelBillLine("payment", t, "X" + t, self.amounts[t], at=at)
+            for t, at in self.paid_at.items()
+            if self.trades.get(t) == "paid" and to_shanghai(at).date() == day
+        ]
+        lines += [
+            ChannelBillLine("refund", t, "X" + t, amount, out_refund_no=r, at=self.refunded_at[r])
+            for r, (t, amount) in self.refunds.items()
+            if r in self.refunded_at and to_shanghai(self.refunded_at[r]).date() == day
+        ]
+        return lines
 
 
 @dataclass

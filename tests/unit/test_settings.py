@@ -98,3 +98,26 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path: pytest.TempPathFactor
     settings = load_settings({**PROD_OK, "HSP_DB__MAX_OVERFLOW": "9"}, dotenv=path)
     assert settings.db.pool_size == 7
     assert settings.db.max_overflow == 9
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 33, "键" * 11])
+def test_a_wechat_pay_apiv3_key_is_exactly_32_bytes(key: str) -> None:
+    """WeChat Pay's APIv3 key (AEAD_AES_256_GCM) is 32 bytes; a wrong one stops the start, naming the variable."""
+    with pytest.raises(SettingsError, match="HSP_WECHATPAY__API_V3_KEY"):
+        load_settings({"HSP_ENV": "test", "HSP_WECHATPAY__API_V3_KEY": key})
+
+
+def test_a_wechat_pay_merchant_needs_its_key_serial_and_apiv3_key() -> None:
+    with pytest.raises(SettingsError, match="HSP_WECHATPAY__MCHID"):
+        load_settings({"HSP_ENV": "test", "HSP_WECHATPAY__MCHID": "1900000109"})
+    settings = load_settings(
+        {
+            "HSP_ENV": "test",
+            "HSP_WECHATPAY__MCHID": "1900000109",
+            "HSP_WECHATPAY__MERCHANT_PRIVATE_KEY": "pem",
+            "HSP_WECHATPAY__MERCHANT_SERIAL_NO": "ABC",
+            "HSP_WECHATPAY__API_V3_KEY": "k" * 32,
+        }
+    )
+    assert settings.wechatpay.api_v3_key is not None
+    assert "k" * 32 not in repr(settings.wechatpay)
