@@ -39,6 +39,7 @@ from bff.middleware import (
 )
 from bff.ops.routes import OPS_HANDLERS
 from bff.patient.bills import bills_router
+from bff.patient.bookings import bookings_router
 from bff.patient.catalogue import catalogue_router
 from bff.patient.notifications import notifications_router
 from bff.patient.patients import patients_router
@@ -115,6 +116,7 @@ def create_app(deps: BffDeps, *, debug: bool = False) -> Litestar:
             patients_router,
             payments_router,
             bills_router,
+            bookings_router,
             stop_session,
             his_push,
             wechat_pay_notification,

@@ -12,6 +12,7 @@ from litestar.types import ControllerRouterHandler
 from bff.auth.tokens import AccessTokens
 from domain.account.use_cases import AccountService
 from domain.billing.use_cases import BillingService
+from domain.booking.use_cases import BookingService
 from domain.catalogue.ports import HisPushReader
 from domain.catalogue.use_cases import CatalogueService
 from domain.kernel.clock import Clock, ClockControl
@@ -68,6 +69,7 @@ class BffDeps:
     patients: PatientService | None = None
     payments: PaymentService | None = None
     billing: BillingService | None = None
+    bookings: BookingService | None = None
     his_push: HisPushReader | None = None
     runner: TaskRunner | None = None
     on_hospital_changed: Callable[[str], Awaitable[None]] | None = None

@@ -7,6 +7,7 @@ from litestar.datastructures import State
 from bff.deps import BffDeps
 from domain.account.use_cases import AccountService
 from domain.billing.use_cases import BillingService
+from domain.booking.use_cases import BookingService
 from domain.catalogue.use_cases import CatalogueService
 from domain.kernel.errors import UnavailableError
 from domain.notification.use_cases import NotificationService
@@ -58,4 +59,11 @@ def billing_service(state: State) -> BillingService:
     service = deps_of(state).billing
     if service is None:
         raise UnavailableError("outpatient bills are not configured", code="billing.not_configured")
+    return service
+
+
+def booking_service(state: State) -> BookingService:
+    service = deps_of(state).bookings
+    if service is None:
+        raise UnavailableError("booking is not configured", code="booking.not_configured")
     return service

@@ -23,12 +23,14 @@ from bootstrap.his import RegistryHisGateway
 from bootstrap.migrate import current_revision, head_revision
 from bootstrap.providers import (
     build_billing,
+    build_bookings,
     build_his_adapter,
     build_login_providers,
     build_notifications,
     build_patients,
     build_payment_channels,
     build_payments,
+    build_slot_gate,
     his_push_reader,
 )
 from bootstrap.settings import Secret, Settings
@@ -399,6 +401,18 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         patients=patients,
         payments=runtime.services["payments"],
     )
+    gate, gate_close = build_slot_gate(settings)
+    if gate_close is not None:
+        closers.append(gate_close)
+    runtime.services["bookings"] = build_bookings(
+        settings,
+        uow_factory=unit_of_work_factory(source, cipher=crypto.cipher),
+        clock=clock,
+        his=his_gateway,
+        patients=patients,
+        payments=runtime.services["payments"],
+        gate=gate,
+    )
     tokens = AccessTokens(
         build_signing_keys(settings), clock=clock, ttl=timedelta(minutes=settings.auth.access_token_minutes)
     )
@@ -461,6 +475,14 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
             start_initial_sync(container)
 
         startup.append(seed)
+    bookings = container.runtime.services.get("bookings")
+    if bookings is not None:
+
+        async def rebuild_gate() -> None:
+            # The gate is a cache of PostgreSQL's counts: filled at start, then by the periodic task.
+            await bookings.rebuild_gate()
+
+        startup.append(rebuild_gate)
     if container.beat is not None:
         startup.append(container.beat.start)
     readiness: dict[str, Callable[[], Awaitable[None]]] = {
@@ -487,6 +509,7 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
         patients=container.runtime.services.get("patients"),
         payments=container.runtime.services.get("payments"),
         billing=container.runtime.services.get("billing"),
+        bookings=container.runtime.services.get("bookings"),
         runner=container.runner,
         his_push=his_push_reader(),
         on_hospital_changed=container.hospital_changed,

@@ -19,11 +19,16 @@ class RegistryHisGateway:
     def __init__(self, build: AdapterBuilder, resilient: ResilientHisGateway) -> None:
         self._build = build
         self._resilient = resilient
+        self.loaded = False
+        """True once every hospital of the registry was loaded; a process starts with no adapter at all, and a
+        miss (a hospital registered since) makes it False again, so that the worker loads them again
+        (``notifications.tasks.run_task``)."""
 
     def for_hospital(self, hospital_code: str) -> HisAdapter:
         try:
             return self._resilient.for_hospital(hospital_code)
         except NotFoundError:
+            self.loaded = False
             raise HisUnavailableError(f"no HIS adapter for {hospital_code}", code="his.not_configured") from None
 
     def billing_for(self, hospital_code: str) -> HisBilling:
@@ -33,6 +38,7 @@ class RegistryHisGateway:
         except BillingNotOfferedError:
             raise
         except NotFoundError:
+            self.loaded = False
             raise HisUnavailableError(f"no HIS adapter for {hospital_code}", code="his.not_configured") from None
 
     def register(self, hospital: Hospital) -> None:
@@ -50,6 +56,8 @@ class RegistryHisGateway:
         )
         for hospital in hospitals:
             self.register(hospital)
+        if not codes:
+            self.loaded = True
         return len(self._resilient.hospital_codes)
 
     def health(self) -> list[object]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -389,6 +389,56 @@ def build_billing(
     return BillingService(
         BillingDeps(uow_factory=uow_factory, clock=clock, his=his, patients=patients, payments=payments)
     )
+
+
+def build_bookings(
+    settings: Settings,
+    *,
+    uow_factory: Callable[[], Any],
+    clock: Clock,
+    his: Any,
+    patients: PatientService,
+    payments: PaymentService,
+    gate: Any,
+) -> Any:
+    """Booking against the number-source pool, with the Redis gate in front when Redis is configured."""
+    from domain.booking.rules import BanRule, BookingPolicy, PersonLimits
+    from domain.booking.use_cases import BookingDeps, BookingService
+
+    cfg = settings.booking
+    policy = BookingPolicy(
+        limits=PersonLimits(
+            per_department_day=cfg.per_department_day,
+            per_day=cfg.per_day,
+            short_window_days=cfg.short_window_days,
+            short_window_max=cfg.short_window_max,
+            long_window_months=cfg.long_window_months,
+            long_window_max=cfg.long_window_max,
+        ),
+        bans=(BanRule(count=cfg.ban_no_shows, window_days=cfg.ban_window_days, ban_days=cfg.ban_days),),
+    )
+    return BookingService(
+        BookingDeps(
+            uow_factory=uow_factory,
+            clock=clock,
+            patients=patients,
+            payments=payments,
+            his=his,
+            gate=gate,
+            policy=policy,
+        )
+    )
+
+
+def build_slot_gate(settings: Settings) -> tuple[Any, Callable[[], Awaitable[None]] | None]:
+    """The sold-out gate (and how to close it): in Redis when configured, shared by every app process, else in
+    this process (the demo)."""
+    from persistence.ephemeral.slot_gate import MemorySlotGate, RedisSlotGate
+
+    if settings.redis.url is None:
+        return MemorySlotGate(), None
+    gate = RedisSlotGate.from_url(settings.redis.url.reveal(), prefix=settings.redis.prefix)
+    return gate, gate.close
 
 
 def build_payments(

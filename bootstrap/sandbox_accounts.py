@@ -48,7 +48,11 @@ TENCENT_TEMPLATE_IDS = {
     "step_up_code": "900005",
     "patient_confirm": "900006",
 }
-WECHAT_TEMPLATE_IDS = {"security_notice": "tmpl-security-notice-demo"}
+WECHAT_TEMPLATE_IDS = {
+    "security_notice": "tmpl-security-notice-demo",
+    "payment_notice": "tmpl-payment-notice-demo",
+    "booking_notice": "tmpl-booking-notice-demo",
+}
 ALIPAY_MESSAGE_TEMPLATE = "tmpl-alipay-notice-demo"
 """The demo mini-program's service-notice subscribe template (keyword1 title, keyword2 body)."""
 

@@ -199,6 +199,25 @@ class PaymentSettings(_Base):
     """Which configured Alipay app takes payments (default: the first of HSP_ALIPAY__APPS)."""
 
 
+class BookingSettings(_Base):
+    """Platform-wide booking rules (per-hospital ones are each hospital's ``rules``)."""
+
+    per_department_day: int = 1
+    """APT-005 [C]: bookings per person, visit day, hospital and department."""
+    per_day: int = 2
+    """APT-005 [C]: bookings per person and visit day."""
+    short_window_days: int = 7
+    short_window_max: int = 3
+    """APT-005 [C]: at most this many in any ``short_window_days`` days."""
+    long_window_months: int = 3
+    long_window_max: int = 5
+    """APT-005 [C]: at most this many in any ``long_window_months`` months."""
+    ban_no_shows: int = 3
+    ban_window_days: int = 90
+    ban_days: int = 90
+    """APT-008 [C]: ``ban_no_shows`` no-shows within ``ban_window_days`` suspend online booking for ``ban_days``."""
+
+
 class SmsSettings(_Base):
     providers: list[Literal["aliyun", "tencent"]] = msgspec.field(default_factory=list)
     """In failover order."""
@@ -302,6 +321,7 @@ class Settings(_Base):
     alipay: AlipaySettings = msgspec.field(default_factory=AlipaySettings)
     wechatpay: WechatPaySettings = msgspec.field(default_factory=WechatPaySettings)
     payments: PaymentSettings = msgspec.field(default_factory=PaymentSettings)
+    booking: BookingSettings = msgspec.field(default_factory=BookingSettings)
     sms: SmsSettings = msgspec.field(default_factory=SmsSettings)
     push: PushSettings = msgspec.field(default_factory=PushSettings)
     verification: VerificationSettings = msgspec.field(default_factory=VerificationSettings)
@@ -414,6 +434,12 @@ def check_settings(settings: Settings) -> None:
         )
     if bool(pay.platform_public_key_id) != bool(pay.platform_public_key):
         raise SettingsError("HSP_WECHATPAY__PLATFORM_PUBLIC_KEY_ID and __PLATFORM_PUBLIC_KEY go together")
+    booking = settings.booking
+    if (
+        min(booking.per_department_day, booking.per_day, booking.short_window_days, booking.short_window_max) < 1
+        or min(booking.long_window_months, booking.long_window_max, booking.ban_no_shows, booking.ban_window_days) < 1
+    ):
+        raise SettingsError("HSP_BOOKING__* limits must be at least 1")
     if settings.env == "prod":
         problems = []
         if settings.db.url is None:

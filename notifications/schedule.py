@@ -17,5 +17,7 @@ SCHEDULE: list[ScheduleEntry] = [
     # 10:30 and that day has no completed report yet (a bill not ready is tried again 15 minutes later).
     ScheduleEntry("payment.reconcile", 900.0, {"not_before": "10:30"}),
     ScheduleEntry("billing.sweep", 60.0, {}),
+    ScheduleEntry("booking.sweep", 30.0, {}),
+    ScheduleEntry("booking.rebuild_gate", 60.0, {}),
     ScheduleEntry("catalogue.sync", 86400.0, {"full": True}),
 ]

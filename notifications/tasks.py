@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 from domain.kernel.audit_chain import seal_audit
+from domain.kernel.errors import DomainError
 from domain.kernel.relay import relay_outbox
 from domain.patient.use_cases import CARD_USE_TOPIC
 from notifications.metrics import DELIVERIES, OUTBOX_LAG, OUTBOX_RELAYED, TASK_RUNS, TASK_SECONDS
@@ -26,9 +27,17 @@ async def run_task(runtime: WorkerRuntime, name: str, kwargs: Mapping[str, Any])
         raise LookupError(f"no task named {name}")
     if runtime.clock_control is not None:
         await runtime.clock_control.sync()
+    await _load_his_adapters(runtime)
     started = time.perf_counter()
     try:
-        result = await fn(runtime, **kwargs)
+        try:
+            result = await fn(runtime, **kwargs)
+        except DomainError as exc:
+            # A hospital registered since this process loaded its adapters: load them and run the task again
+            # (every task is idempotent).
+            if exc.code != "his.not_configured" or not await _load_his_adapters(runtime):
+                raise
+            result = await fn(runtime, **kwargs)
     except Exception as exc:
         TASK_RUNS.labels(task=name, outcome="error").inc()
         log.warning("task_failed", task=name, error_type=type(exc).__name__)
@@ -36,6 +45,19 @@ async def run_task(runtime: WorkerRuntime, name: str, kwargs: Mapping[str, Any])
     TASK_RUNS.labels(task=name, outcome="ok").inc()
     TASK_SECONDS.labels(task=name).observe(time.perf_counter() - started)
     return result
+
+
+async def _load_his_adapters(runtime: WorkerRuntime) -> bool:
+    """Before a worker process's first task (and the first after a hospital was missing): the HIS adapters of the
+    registered hospitals. The web process loads them at start; a worker process starts with none, and without
+    this only its first ``catalogue.sync`` (every few minutes) loaded them: settling a paid bill, or any other
+    HIS call of a task, failed with ``his.not_configured`` until then."""
+    gateway = runtime.services.get("his_gateway")
+    catalogue = runtime.services.get("catalogue")
+    if gateway is not None and catalogue is not None and not getattr(gateway, "loaded", True):
+        await gateway.reload(catalogue)
+        return True
+    return False
 
 
 @registry.task("outbox.relay")
@@ -281,3 +303,92 @@ async def billing_sweep(runtime: WorkerRuntime) -> int:
     """Settle (or refund) paid bills whose outbox handler could not finish (the HIS was down)."""
     service = runtime.services.get("billing")
     return 0 if service is None else int(await service.settle_due())
+
+
+# --- bookings ----------------------------------------------------------------------------------------------------
+
+
+def _bookings(runtime: WorkerRuntime) -> Any:
+    return runtime.services.get("bookings")
+
+
+def _register_booking_topics() -> None:
+    """Bookings act on their payment orders' outcomes (each payable ignores the others' orders)."""
+    for what in ("paid", "paid_late", "closed"):
+
+        async def handler(
+            runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str, _what: str = what
+        ) -> None:
+            service = _bookings(runtime)
+            if service is not None:
+                await service.on_payment_event(_what, payload)
+
+        registry.on_topic(f"payment.{what}")(handler)
+
+
+_register_booking_topics()
+
+
+@registry.on_topic("booking.confirm")
+async def booking_confirm(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    service = _bookings(runtime)
+    if service is not None:
+        await service.confirm(str(payload["bookingId"]))
+
+
+@registry.on_topic("booking.close_order")
+async def booking_close_order(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    service = _bookings(runtime)
+    if service is not None:
+        await service.close_order(str(payload["orderId"]))
+
+
+@registry.on_topic("booking.refund")
+async def booking_refund(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    service = _bookings(runtime)
+    if service is not None:
+        await service.refund(str(payload["orderId"]), int(payload["amountFen"]), str(payload["reason"]))
+
+
+@registry.on_topic("booking.keep_late")
+async def booking_keep_late(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    service = _bookings(runtime)
+    if service is not None:
+        await service.keep_late(str(payload["orderId"]))
+
+
+@registry.on_topic("booking.his_cancel")
+async def booking_his_cancel(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    service = _bookings(runtime)
+    if service is not None:
+        await service.cancel_at_his(
+            str(payload["hospitalCode"]), str(payload["registrationId"]), str(payload["bookingId"])
+        )
+
+
+@registry.on_topic("booking.his_lock")
+async def booking_his_lock(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    service = _bookings(runtime)
+    if service is not None:
+        await service.lock_at_his(str(payload["bookingId"]))
+
+
+@registry.on_topic("booking.his_unlock")
+async def booking_his_unlock(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    service = _bookings(runtime)
+    if service is not None:
+        await service.unlock_at_his(str(payload["hospitalCode"]), str(payload["lockId"]))
+
+
+@registry.task("booking.sweep")
+async def booking_sweep(runtime: WorkerRuntime) -> dict[str, int]:
+    """Expire unpaid holds (closing their orders at the channel first) and confirm paid bookings again."""
+    service = _bookings(runtime)
+    return {} if service is None else dict(await service.sweep())
+
+
+@registry.task("booking.rebuild_gate")
+async def booking_rebuild_gate(runtime: WorkerRuntime) -> int:
+    """The gate is a cache of PostgreSQL's counts: rebuilt periodically (and on start)."""
+    service = _bookings(runtime)
+    return 0 if service is None else int(await service.rebuild_gate())

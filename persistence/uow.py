@@ -14,6 +14,7 @@ from domain.kernel.crypto import FieldCipher
 from domain.kernel.errors import ConflictError, ValidationError
 from persistence.account.repository import SqlAccountRepository
 from persistence.billing.repository import SqlBillPaymentRepository
+from persistence.booking.repository import SqlBookingRepository
 from persistence.catalogue.repository import SqlCatalogueRepository
 from persistence.db import ConnectionSource
 from persistence.kernel.audit import SqlAuditRepository
@@ -67,6 +68,7 @@ class SqlUnitOfWork:
         self._payments: SqlPaymentRepository | None = None
         self._reconciliation: SqlReconciliationRepository | None = None
         self._bill_payments: SqlBillPaymentRepository | None = None
+        self._bookings: SqlBookingRepository | None = None
 
     @property
     def outbox(self) -> SqlOutboxRepository:
@@ -117,6 +119,12 @@ class SqlUnitOfWork:
         return self._bill_payments
 
     @property
+    def bookings(self) -> SqlBookingRepository:
+        if self._bookings is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._bookings
+
+    @property
     def reconciliation(self) -> SqlReconciliationRepository:
         if self._reconciliation is None:
             raise UnitOfWorkStateError("the unit of work is not open")
@@ -158,6 +166,7 @@ class SqlUnitOfWork:
         self._payments = SqlPaymentRepository(self._conn)
         self._reconciliation = SqlReconciliationRepository(self._conn)
         self._bill_payments = SqlBillPaymentRepository(self._conn)
+        self._bookings = SqlBookingRepository(self._conn)
         return self
 
     async def __aexit__(

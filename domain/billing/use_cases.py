@@ -161,15 +161,18 @@ class BillingService:
     # ------------------------------------------------------------------ reading
 
     async def unpaid_bills(self, account_id: str, patient_id: str, hospital_code: str) -> Sequence[PayableBill]:
-        """The patient's unpaid bills at the hospital. Uses the HIS patient id already recorded; a patient who has
-        none there has no bills to show, and listing never creates a HIS patient record."""
+        """The patient's unpaid bills at the hospital. Uses the HIS patient id already recorded, else the HIS's own
+        record of the person when it has one (a resident registered there on site has bills before ever paying
+        here; the id found is kept); a person the HIS does not know has no bills there. Listing never creates a
+        HIS patient record."""
         patient = await self.d.patients.usable(account_id, patient_id)
         async with self.d.uow_factory() as uow:
             await self._hospital(uow, hospital_code)
-            patid = await uow.patients.hospital_patid(patient.person.id, hospital_code)
+        billing = self.d.his.billing_for(hospital_code)
+        patid = await self.d.patients.find_hospital_patid(patient.person.id, hospital_code)
         if patid is None:
             return []
-        bills = await self.d.his.billing_for(hospital_code).unpaid_bills(patid)
+        bills = await billing.unpaid_bills(patid)
         async with self.d.uow_factory() as uow:
             live = {
                 p.bill_id: p for p in await uow.bill_payments.live_for_bills(hospital_code, [b.bill_id for b in bills])

@@ -7,7 +7,7 @@ adapter; writes carry an idempotency key so that a retried write has one effect.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
@@ -78,6 +78,13 @@ class HisScheduling(Protocol):
 class HisPatients(Protocol):
     async def find_or_create(self, document: PatientDocument, *, key: str) -> str:
         """The hospital's own patient id (patid) for this person, created when missing (conditional create)."""
+        ...
+
+    async def find(self, document: PatientDocument) -> str | None:
+        """The patid of the hospital's record of this person, or None when it has none (a read: never creates).
+        Matched as the conditional create matches: on the ID document, or for a child without one on the
+        guardian's document, the name and the birth date; a person with neither is not found. More than one
+        match is ``HisRejectedError`` ``his.ambiguous_match``."""
         ...
 
 
@@ -161,6 +168,10 @@ class CatalogueRepository(Protocol):
     async def stored_slots(
         self, hospital_code: str, session_id: str, *, for_update: bool = False
     ) -> Sequence[StoredSlot]: ...
+
+    async def registered_at_his(self, hospital_code: str, session_id: str) -> Mapping[str, int]:
+        """Per slot, our bookings the HIS counts as registered (confirmed, checked in, completed, no-show)."""
+        ...
 
     async def insert_slot(self, slot: Slot, *, now: datetime) -> None: ...
 

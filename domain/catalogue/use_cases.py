@@ -237,13 +237,18 @@ class CatalogueService:
                 key=f"{session.hospital_code}:{session.id}",
             )
         stored = {s.slot_id: s for s in await repo.stored_slots(session.hospital_code, session.id, for_update=True)}
+        ours = await repo.registered_at_his(session.hospital_code, session.id)
         for slot in session.slots:
+            # The HIS's capacity is the platform's share; what the HIS counts booked of it beyond our own
+            # registrations was sold elsewhere (before us, another channel): not ours to sell again.
+            foreign = max(0, slot.his_booked - ours.get(slot.id, 0))
+            available = max(0, slot.capacity - foreign)
             current = stored.get(slot.id)
             if current is None:
-                await repo.insert_slot(slot, now=now)
+                await repo.insert_slot(replace(slot, capacity=available), now=now)
                 counts["slots_changed"] += 1
                 continue
-            capacity = slot.capacity
+            capacity = available
             if capacity < current.taken:
                 if await repo.add_conflict(
                     session.hospital_code,

@@ -258,3 +258,75 @@ BILL_REFUNDED = REGISTRY.register(
         page="pages/bills/payments",
     )
 )
+
+
+def _booking(event: str, event_class: EventClass, title: str, body: str, status: str) -> NotificationTemplate:
+    """A booking message: the hospital, the visit time and what happened (one WeChat template, its ``thing``
+    keywords at most 20 characters)."""
+    return REGISTRY.register(
+        NotificationTemplate(
+            event=event,
+            event_class=event_class,
+            variables=("hospital", "time", "amount", "deadline"),
+            title=title,
+            body=body,
+            wechat_template="booking_notice",
+            wechat_fields=(
+                WechatField("thing1", FieldKind.THING, "hospital"),
+                WechatField("time2", FieldKind.TIME, "time"),
+                WechatField("thing3", FieldKind.THING, "=" + status),
+            ),
+            page="pages/bookings/index",
+        )
+    )
+
+
+BOOKING_HELD = _booking(
+    "booking.held",
+    EventClass.TRANSACTIONAL,
+    "预约待支付",
+    "您已预约{hospital}{time}的号源，挂号费{amount}，请在{deadline}前完成支付，逾期号源将自动释放。",
+    "待支付",
+)
+BOOKING_CONFIRMED = _booking(
+    "booking.confirmed",
+    EventClass.TRANSACTIONAL,
+    "预约成功",
+    "您已成功预约{hospital}{time}的号源，请按时就诊并在就诊前签到。",
+    "预约成功",
+)
+BOOKING_CANCELLED = _booking(
+    "booking.cancelled",
+    EventClass.TRANSACTIONAL,
+    "预约已取消",
+    "您在{hospital}{time}的预约已取消，已付费用将原路退回。",
+    "已取消",
+)
+BOOKING_EXPIRED = _booking(
+    "booking.expired",
+    EventClass.TRANSACTIONAL,
+    "预约已失效",
+    "您在{hospital}{time}的预约未在规定时间内支付，号源已释放。",
+    "未支付，已释放",
+)
+BOOKING_REFUNDED_LATE = _booking(
+    "booking.refunded_late",
+    EventClass.TRANSACTIONAL,
+    "预约未成功，已退款",
+    "您在{hospital}{time}的预约支付晚于时限且号源已被预约，已付{amount}将原路退回。",
+    "已退款",
+)
+BOOKING_CONFIRM_FAILED = _booking(
+    "booking.confirm_failed",
+    EventClass.URGENT,
+    "预约未成功，已退款",
+    "医院未能确认您在{hospital}{time}的预约，已付{amount}将原路退回，请重新预约。",
+    "预约失败，已退款",
+)
+BOOKING_SESSION_STOPPED = _booking(
+    "booking.session_stopped",
+    EventClass.URGENT,
+    "医生停诊通知",
+    "很抱歉，您预约的{hospital}{time}出诊已停诊，预约已取消，已付费用将原路退回，不计爽约。",
+    "停诊，已退款",
+)

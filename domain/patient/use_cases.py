@@ -818,6 +818,12 @@ class PatientService:
         await self.require_step_up(actor)
         return await self.get(actor, patient_id, action="patient.reveal")
 
+    async def person_ids_of(self, account_id: str) -> Sequence[str]:
+        """The persons this account manages (active patients): whose bookings and payments it sees."""
+        async with self.d.uow_factory() as uow:
+            links = await uow.patients.links(account_id, states=(PatientState.ACTIVE,))
+        return [link.person_id for link in links]
+
     async def usable(self, account_id: str, patient_id: str) -> Patient:
         """For booking, paying and reports (NET-030): an active, verified patient of this account, whose health
         data this account may process (SEC-P-03: a withdrawn consent stops new processing)."""
@@ -1102,19 +1108,15 @@ class PatientService:
 
     # ------------------------------------------------------------------ hospital records
 
-    async def hospital_patid(self, person_id: str, hospital_code: str) -> str:
-        """The hospital's own patient id, found or created in its HIS the first time the person books or pays
-        there (never merely by browsing). Idempotent: the HIS call carries a key, and the first stored id wins."""
+    async def _his_record(self, person_id: str, hospital_code: str) -> tuple[Person, str | None, PatientDocument]:
+        """The person (merges followed), the patid already stored for the hospital, and what the HIS matches
+        the person on."""
         async with self.d.uow_factory() as uow:
             person = await uow.patients.resolve(person_id)
             if person is None:
                 raise PatientNotFoundError("no person")
             stored = await uow.patients.hospital_patid(person.id, hospital_code)
             guardian = await uow.patients.resolve(person.guardian_person_id) if person.guardian_person_id else None
-        if stored is not None:
-            return stored
-        if self.d.his is None:
-            raise UnavailableError("no HIS gateway", code="his.not_configured")
         document = PatientDocument(
             name=person.name,
             sex=person.sex,
@@ -1126,16 +1128,47 @@ class PatientService:
             guardian_id_number=guardian.doc_number if guardian else None,
             guardian_name=guardian.name if guardian else None,
         )
-        patid = await self.d.his.for_hospital(hospital_code).find_or_create(
-            document, key=f"patient:{person.id}:{hospital_code}"
-        )
+        return person, stored, document
+
+    def _his(self) -> HisGateway:
+        if self.d.his is None:
+            raise UnavailableError("no HIS gateway", code="his.not_configured")
+        return self.d.his
+
+    async def _keep_patid(self, person_id: str, hospital_code: str, patid: str) -> str:
+        """Store the hospital's patid for the person; the first stored one wins (and is answered)."""
         async with self.d.uow_factory() as uow:
-            if not await uow.patients.set_hospital_patid(person.id, hospital_code, patid, now=self._now()):
-                existing = await uow.patients.hospital_patid(person.id, hospital_code)
+            if not await uow.patients.set_hospital_patid(person_id, hospital_code, patid, now=self._now()):
+                existing = await uow.patients.hospital_patid(person_id, hospital_code)
                 assert existing is not None
                 patid = existing
             await uow.commit()
         return patid
+
+    async def hospital_patid(self, person_id: str, hospital_code: str) -> str:
+        """The hospital's own patient id, found or created in its HIS the first time the person books or pays
+        there (never merely by browsing). Idempotent: the HIS call carries a key, and the first stored id wins."""
+        person, stored, document = await self._his_record(person_id, hospital_code)
+        if stored is not None:
+            return stored
+        patid = (
+            await self._his()
+            .for_hospital(hospital_code)
+            .find_or_create(document, key=f"patient:{person.id}:{hospital_code}")
+        )
+        return await self._keep_patid(person.id, hospital_code, patid)
+
+    async def find_hospital_patid(self, person_id: str, hospital_code: str) -> str | None:
+        """The hospital's patient id when it has a record of the person: the one stored, else a search at its HIS
+        (a person registered there on site has a record before ever booking or paying here). A record found is
+        stored; none is ever created (only booking or paying creates one: ``hospital_patid``)."""
+        person, stored, document = await self._his_record(person_id, hospital_code)
+        if stored is not None:
+            return stored
+        patid = await self._his().for_hospital(hospital_code).find(document)
+        if patid is None:
+            return None
+        return await self._keep_patid(person.id, hospital_code, patid)
 
     # ------------------------------------------------------------------ operators (ID-033)
 

@@ -168,10 +168,12 @@ class PaymentService:
         description: str,
         amount: Amount,
         expires_at: datetime,
+        order_id: str | None = None,
     ) -> PaymentOrder:
-        """Add an order in the payable's own transaction (a booking's hold, a bill's payment)."""
+        """Add an order in the payable's own transaction (a booking's hold, a bill's payment); ``order_id`` when
+        the payable chose it beforehand."""
         order = PaymentOrder(
-            id=new_id(),
+            id=order_id or new_id(),
             payable_type=payable_type,
             payable_id=payable_id,
             account_id=account_id,

@@ -8,11 +8,11 @@ links that leave the hospital's base. Writes carry the request key as ``Appointm
 become aware UTC datetimes and calendar days are days in Asia/Shanghai.
 
 Errors: 404/410 -> ``HisRejectedError`` ``his.not_found``; 409 -> ``his.slot_full`` (``his.lock_expired`` when
-confirming a lock); 412 -> ``his.ambiguous_match``; 422 -> ``his.session_stopped`` when the session is
-stopped, else ``his.business_rule``; 429, 5xx, timeouts and transport failures -> ``HisUnavailableError``
-(``his.throttled``, ``his.server_error``, ``his.timeout``, ``his.transport``); an answer that breaks the
-protocol -> ``his.bad_response``. Messages and logs name the operation and the HTTP status, never a patient
-identifier, a name, or the HIS's free text.
+confirming a lock); 412, and a patient search matching more than one, -> ``his.ambiguous_match``; 422 ->
+``his.session_stopped`` when the session is stopped, else ``his.business_rule``; 429, 5xx, timeouts and
+transport failures -> ``HisUnavailableError`` (``his.throttled``, ``his.server_error``, ``his.timeout``,
+``his.transport``); an answer that breaks the protocol -> ``his.bad_response``. Messages and logs name the
+operation and the HTTP status, never a patient identifier, a name, or the HIS's free text.
 
 Billing (诊间支付): ``Invoice`` searches and reads become ``OutpatientBill`` (a 404 on a read is
 ``BillNotFoundError``); ``$settle`` answers a ``Settlement``, and any 4xx to it is a final
@@ -62,6 +62,7 @@ from integrations.his.resources import (
     FhirInvoice,
     FhirOrganization,
     FhirParseError,
+    FhirPatient,
     FhirPractitioner,
     FhirPractitionerRole,
     FhirSchedule,
@@ -627,10 +628,32 @@ class FhirHisAdapter:
 
     # ------------------------------------------------------------------ patients
 
+    @staticmethod
+    def _match_criteria(document: PatientDocument) -> list[tuple[str, str]] | None:
+        """What identifies the person at the HIS: their ID document, or for a child without one the guardian's
+        document, the name and the birth date; None when neither is known."""
+        if document.id_type and document.id_number:
+            return [("identifier", f"{identifier_system(document.id_type)}|{document.id_number}")]
+        if document.guardian_id_type and document.guardian_id_number:
+            return [
+                (
+                    "guardian-identifier",
+                    f"{identifier_system(document.guardian_id_type)}|{document.guardian_id_number}",
+                ),
+                ("name", document.name),
+                ("birthdate", document.birth_date.isoformat()),
+            ]
+        return None
+
     async def find_or_create(self, document: PatientDocument, *, key: str) -> str:
         """Conditional create (R4 §3.1.0.8): ``POST Patient`` with ``If-None-Exist`` on the ID document, or for a
         child without one on the guardian's document, the name and the birth date."""
         op = "create Patient"
+        criteria = self._match_criteria(document)
+        if criteria is None:
+            raise ValidationError(
+                "a patient needs an ID document or a guardian's to be matched", code="his.patient_unidentified"
+            )
         patient: dict[str, Any] = {
             "resourceType": "Patient",
             "name": [{"text": document.name}],
@@ -640,9 +663,7 @@ class FhirHisAdapter:
         if document.phone:
             patient["telecom"] = [{"system": "phone", "value": document.phone, "use": "mobile"}]
         if document.id_type and document.id_number:
-            system = identifier_system(document.id_type)
-            patient["identifier"] = [{"system": system, "value": document.id_number}]
-            criteria = urlencode([("identifier", f"{system}|{document.id_number}")], safe="|:")
+            patient["identifier"] = [{"system": identifier_system(document.id_type), "value": document.id_number}]
         elif document.guardian_id_type and document.guardian_id_number:
             system = identifier_system(document.guardian_id_type)
             contact: dict[str, Any] = {
@@ -657,25 +678,62 @@ class FhirHisAdapter:
             if document.guardian_name:
                 contact["name"] = {"text": document.guardian_name}
             patient["contact"] = [contact]
-            criteria = urlencode(
-                [
-                    ("guardian-identifier", f"{system}|{document.guardian_id_number}"),
-                    ("name", document.name),
-                    ("birthdate", document.birth_date.isoformat()),
-                ],
-                safe="|:",
-            )
-        else:
-            raise ValidationError(
-                "a patient needs an ID document or a guardian's to be matched", code="his.patient_unidentified"
-            )
         answer = await self._call(
-            "POST", self._url("Patient"), op=op, body=patient, headers={"If-None-Exist": criteria}
+            "POST",
+            self._url("Patient"),
+            op=op,
+            body=patient,
+            headers={"If-None-Exist": urlencode(criteria, safe="|:")},
         )
         found = self._parsed(op, parse_patient, answer)
         if not found.patid:
             raise self._bad(op, FhirParseError("Patient.identifier", f"no {PATID_SYSTEM} identifier"))
         return found.patid
+
+    async def find(self, document: PatientDocument) -> str | None:
+        """``GET Patient?identifier={system}|{value}`` (or, for a child without a document, the conditional
+        create's ``guardian-identifier``, ``name`` and ``birthdate``): the one match's patid, None for none.
+        Never creates. More than one match is ``his.ambiguous_match``; a match that does not carry what was
+        searched for (a HIS ignoring the parameter) breaks the profile."""
+        op = "search Patient"
+        criteria = self._match_criteria(document)
+        if criteria is None:
+            return None
+        answer = await self._call("GET", self._url("Patient"), op=op, params=[*criteria, ("_count", "2")])
+        bundle = self._parsed(op, parse_bundle, answer, expected_type="searchset")
+        matches = bundle.resources("Patient", mode="match")
+        if len(matches) > 1 or (matches and bundle.next_url):
+            raise _rejected("his.ambiguous_match", f"HIS {self._code} {op}: more than one patient matches")
+        if not matches:
+            return None
+        found = self._parsed(op, parse_patient, matches[0])
+        if not found.patid:
+            raise self._bad(op, FhirParseError("Patient.identifier", f"no {PATID_SYSTEM} identifier"))
+        if not self._is_match(document, found, matches[0]):
+            raise self._bad(op, FhirParseError("Patient", "is not the patient searched for"))
+        return found.patid
+
+    @staticmethod
+    def _is_match(document: PatientDocument, found: FhirPatient, raw: Mapping[str, Any]) -> bool:
+        """The Patient found carries the document searched for (or the guardian's, the name and birth date)."""
+        if document.id_type and document.id_number:
+            system = identifier_system(document.id_type)
+            return any(i.system == system and i.value == document.id_number for i in found.identifiers)
+        if not (document.guardian_id_type and document.guardian_id_number):
+            return False
+        wanted = {"system": identifier_system(document.guardian_id_type), "value": document.guardian_id_number}
+        guardians = [
+            extension.get("valueIdentifier")
+            for contact in raw.get("contact") or ()
+            if isinstance(contact, Mapping)
+            for extension in contact.get("extension") or ()
+            if isinstance(extension, Mapping) and extension.get("url") == "guardian-identifier"
+        ]
+        return (
+            found.name == document.name
+            and found.birth_date == document.birth_date
+            and any(isinstance(g, Mapping) and {k: g.get(k) for k in wanted} == wanted for g in guardians)
+        )
 
     # ------------------------------------------------------------------ billing (诊间支付)
 

@@ -1,9 +1,10 @@
 """The HIS gateway: hospital code -> its adapter, each wrapped in that hospital's own circuit breaker, concurrency
 limit (bulkhead) and per-call timeout, so that one failing or slow HIS neither slows nor breaks the others.
 
-Reads (directory, sessions, queue position, bills) are retried with backoff on transient failures; writes (lock,
-confirm, cancel, stop, check-in, patient creation, bill settlement) are tried once: they carry a request key, so
-the caller may retry them later with the same key and get one effect (docs/his-fhir-profile.md, "Errors").
+Reads (directory, sessions, queue position, patient search, bills) are retried with backoff on transient
+failures; writes (lock, confirm, cancel, stop, check-in, patient creation, bill settlement) are tried once: they
+carry a request key, so the caller may retry them later with the same key and get one effect
+(docs/his-fhir-profile.md, "Errors").
 Billing passes through only for adapters that implement ``HisBilling`` (``billing_for``).
 """
 
@@ -193,6 +194,9 @@ class ResilientHisAdapter:
 
     async def find_or_create(self, document: PatientDocument, *, key: str) -> str:
         return await self._guard.write("find_or_create", lambda: self._adapter.find_or_create(document, key=key))
+
+    async def find(self, document: PatientDocument) -> str | None:
+        return await self._guard.read("find", lambda: self._adapter.find(document))
 
     # billing: reads retried, the settlement tried once (like confirm)
 

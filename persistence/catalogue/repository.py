@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
 from typing import Any
 
@@ -309,6 +309,21 @@ class SqlCatalogueRepository:
             )
             for r in (await self._c.execute(query)).mappings()
         ]
+
+    async def registered_at_his(self, hospital_code: str, session_id: str) -> Mapping[str, int]:
+        from persistence.booking.tables import bookings
+
+        b = bookings.c
+        rows = await self._c.execute(
+            sa.select(b.slot_id, sa.func.count())
+            .where(
+                b.hospital_code == hospital_code,
+                b.session_id == session_id,
+                b.state.in_(("confirmed", "checked_in", "completed", "no_show")),
+            )
+            .group_by(b.slot_id)
+        )
+        return {str(slot_id): int(n) for slot_id, n in rows}
 
     async def insert_slot(self, slot: Slot, *, now: datetime) -> None:
         await self._c.execute(

@@ -772,7 +772,13 @@ class HisSimulator(Simulator):
         return [functools.partial(fhir.invoice, b, state.directory) for b in found]
 
     def _patients(self, state: HospitalState, query: Query) -> list[Render]:
+        """``identifier`` (an ID document or the patid), ``guardian-identifier``, ``name`` (the whole name, exactly,
+        as the conditional create matches it), ``birthdate`` (a day, ``eq`` or no prefix) and ``_id``; the
+        parameters are ANDed, the comma-separated values of one parameter ORed."""
         wanted = fhir.tokens(query, "identifier")
+        guardians = fhir.tokens(query, "guardian-identifier")
+        names = [n.strip() for raw in query.all("name") for n in raw.split(",")]
+        births = [b.strip().removeprefix("eq") for raw in query.all("birthdate") for b in raw.split(",")]
         ids = query.all("_id")
         return [
             functools.partial(fhir.patient, p)
@@ -782,6 +788,9 @@ class HisSimulator(Simulator):
                 or fhir.token_matches(wanted, fhir.PATID, p.patid)
                 or any(fhir.token_matches(wanted, s, v) for s, v in p.identifiers)
             )
+            and (not guardians or any(fhir.token_matches(guardians, s, v) for s, v in p.guardians))
+            and (not names or p.name in names)
+            and (not births or p.birth_date in births)
             and (not ids or p.patid in ids)
         ]
 

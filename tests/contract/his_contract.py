@@ -15,9 +15,10 @@ What the HIS behind the adapter must hold: a directory, open sessions with free 
 ``his_clock.now()``) and on the next two days. Each test creates its own patients (unique ID numbers), so the
 tests may share one HIS; none of them needs a fresh one.
 
-``HisBillingContract`` is the same for the ``HisBilling`` port (domain/billing/ports.py), with fixtures
-``his_billing`` and ``billing_desk`` (a ``BillingDesk``: the hospital's side, to issue and withdraw bills and to
-work the fault switches).
+``HisPatientsContract`` (part of ``HisAdapterContract``) holds the patient-record tests on their own, for
+implementations of ``HisPatients`` alone (fixture ``his_patients``). ``HisBillingContract`` is the same for the
+``HisBilling`` port (domain/billing/ports.py), with fixtures ``his_billing`` and ``billing_desk`` (a
+``BillingDesk``: the hospital's side, to issue and withdraw bills and to work the fault switches).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pytest
 from domain.billing.model import BillItem, BillStatus, OutpatientBill, Settlement
 from domain.billing.ports import BillNotFoundError, BillSettlementRefusedError, HisBilling, SettlementRefusal
 from domain.catalogue.model import PatientDocument, ScheduleSession, SessionStatus, Slot
-from domain.catalogue.ports import HisAdapter, HisRejectedError, HisUnavailableError
+from domain.catalogue.ports import HisAdapter, HisPatients, HisRejectedError, HisUnavailableError
 from domain.kernel.clock import SHANGHAI, Clock
 
 DAYS = 3
@@ -108,8 +109,82 @@ async def booked(adapter: HisAdapter, session_id: str, slot_id: str) -> int:
     return next(s.his_booked for s in session.slots if s.id == slot_id)
 
 
-class HisAdapterContract:
+def child_of(guardian: PatientDocument, name: str = "测试宝宝", birth: date = date(2024, 5, 1)) -> PatientDocument:
+    """A child without an ID document of their own, known by the guardian's document, name and birth date."""
+    return PatientDocument(
+        name=name,
+        sex="M",
+        birth_date=birth,
+        guardian_id_type=guardian.id_type,
+        guardian_id_number=guardian.id_number,
+        guardian_name=guardian.name,
+    )
+
+
+class HisPatientsContract:
+    """Tests any ``HisPatients`` must pass (finding or creating the hospital's patient record, and finding it
+    without creating it); subclass it as ``Test...`` with a ``his_patients`` fixture. ``HisAdapterContract``
+    includes it."""
+
+    async def test_find_or_create_gives_the_same_patid_twice(self, his_patients: HisPatients) -> None:
+        person = new_person()
+        first = await his_patients.find_or_create(person, key=key("patient"))
+        again = await his_patients.find_or_create(person, key=key("patient"))
+        assert first
+        assert again == first
+        other = await his_patients.find_or_create(new_person(), key=key("patient"))
+        assert other != first
+
+    async def test_a_child_is_found_by_guardian_name_and_birth_date(self, his_patients: HisPatients) -> None:
+        guardian = new_person()
+        child = child_of(guardian)
+        first = await his_patients.find_or_create(child, key=key("child"))
+        assert await his_patients.find_or_create(child, key=key("child")) == first
+        twin = child_of(guardian, name="测试二宝")
+        assert await his_patients.find_or_create(twin, key=key("child")) != first
+
+    async def test_find_never_creates(self, his_patients: HisPatients) -> None:
+        person = new_person()
+        assert await his_patients.find(person) is None
+        assert await his_patients.find(person) is None, "a search leaves nothing behind"
+        patid = await his_patients.find_or_create(person, key=key("patient"))
+        assert await his_patients.find(person) == patid
+        assert await his_patients.find_or_create(person, key=key("patient")) == patid
+        assert await his_patients.find(new_person()) is None, "someone else is not found"
+
+    async def test_find_matches_on_the_document_not_the_name(self, his_patients: HisPatients) -> None:
+        person = new_person()
+        patid = await his_patients.find_or_create(person, key=key("patient"))
+        renamed = PatientDocument(
+            name="改名后",
+            sex=person.sex,
+            birth_date=person.birth_date,
+            id_type=person.id_type,
+            id_number=person.id_number,
+        )
+        assert await his_patients.find(renamed) == patid
+
+    async def test_find_a_child_by_guardian_name_and_birth_date(self, his_patients: HisPatients) -> None:
+        guardian = new_person()
+        child = child_of(guardian)
+        assert await his_patients.find(child) is None
+        patid = await his_patients.find_or_create(child, key=key("child"))
+        assert await his_patients.find(child) == patid
+        assert await his_patients.find(child_of(guardian, name="测试二宝")) is None, "a sibling is someone else"
+        assert await his_patients.find(child_of(guardian, birth=date(2023, 5, 1))) is None
+        assert await his_patients.find(child_of(new_person())) is None, "another guardian's child"
+        assert await his_patients.find(guardian) is None, "the guardian is not the child"
+
+    async def test_a_person_without_any_document_is_not_found(self, his_patients: HisPatients) -> None:
+        assert await his_patients.find(PatientDocument("无证件", "F", date(2020, 1, 1))) is None
+
+
+class HisAdapterContract(HisPatientsContract):
     """Tests any ``HisAdapter`` must pass; subclass it as ``Test...`` with ``his_adapter`` and ``his_clock``."""
+
+    @pytest.fixture
+    def his_patients(self, his_adapter: HisAdapter) -> HisPatients:
+        return his_adapter
 
     # --- directory ---------------------------------------------------------------------------------------------
 
@@ -251,39 +326,6 @@ class HisAdapterContract:
         assert position.current_number is None or position.current_number > 0
         assert await his_adapter.queue_position(registration.registration_id) == position
         assert await his_adapter.check_in(registration.registration_id, key=key("check-in")) == position
-
-    # --- patients ----------------------------------------------------------------------------------------------
-
-    async def test_find_or_create_gives_the_same_patid_twice(self, his_adapter: HisAdapter) -> None:
-        person = new_person()
-        first = await his_adapter.find_or_create(person, key=key("patient"))
-        again = await his_adapter.find_or_create(person, key=key("patient"))
-        assert first
-        assert again == first
-        other = await his_adapter.find_or_create(new_person(), key=key("patient"))
-        assert other != first
-
-    async def test_a_child_is_found_by_guardian_name_and_birth_date(self, his_adapter: HisAdapter) -> None:
-        guardian = new_person()
-        child = PatientDocument(
-            name="测试宝宝",
-            sex="M",
-            birth_date=date(2024, 5, 1),
-            guardian_id_type=guardian.id_type,
-            guardian_id_number=guardian.id_number,
-            guardian_name=guardian.name,
-        )
-        first = await his_adapter.find_or_create(child, key=key("child"))
-        assert await his_adapter.find_or_create(child, key=key("child")) == first
-        twin = PatientDocument(
-            name="测试二宝",
-            sex="F",
-            birth_date=child.birth_date,
-            guardian_id_type=guardian.id_type,
-            guardian_id_number=guardian.id_number,
-            guardian_name=guardian.name,
-        )
-        assert await his_adapter.find_or_create(twin, key=key("child")) != first
 
     # --- refusals ----------------------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from tests.contract.his_contract import (
     LAB,
     HisAdapterContract,
     HisBillingContract,
+    child_of,
     new_patient,
     new_person,
     open_slot,
@@ -436,6 +437,138 @@ async def test_a_patient_without_any_document_is_not_created_blindly() -> None:
 
     with pytest.raises(ValidationError):
         await adapter.find_or_create(PatientDocument("无证件", "F", date(2020, 1, 1)), key="k")
+
+
+# --- finding a patient without creating one ----------------------------------------------------------------
+
+
+async def test_a_patient_search_on_the_wire_never_creates(his_sandbox: HisSandbox) -> None:
+    adapter = his_sandbox.adapter()
+    person = new_person()
+    assert await adapter.find(person) is None
+    search = his_sandbox.sent[-1]
+    assert (search.method, search.url.path) == ("GET", "/sandbox/his/H001/fhir/Patient")
+    assert search.url.params.get_list("identifier") == [f"urn:oid:2.16.156.10011.1.3|{person.id_number}"]
+    child = child_of(person)
+    assert await adapter.find(child) is None
+    search = his_sandbox.sent[-1]
+    assert dict(search.url.params) == {
+        "guardian-identifier": f"urn:oid:2.16.156.10011.1.3|{person.id_number}",
+        "name": "测试宝宝",
+        "birthdate": "2024-05-01",
+        "_count": "2",
+    }
+    assert not any(r.method == "POST" for r in his_sandbox.sent)
+    assert not his_sandbox.simulator.hospital("H001").patients
+
+
+async def test_more_than_one_match_is_ambiguous(his_sandbox: HisSandbox) -> None:
+    """The HIS recorded one person twice (two windows, no matching): which record is the person's is the
+    hospital's to settle, not ours to guess."""
+    person = new_person(name="重复建档")
+    assert person.id_number is not None
+    resource = {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": person.id_number}],
+        "name": [{"text": person.name}],
+        "birthDate": person.birth_date.isoformat(),
+    }
+    for _ in range(2):  # plain creates, without a condition
+        answer = await his_sandbox.http.post(
+            f"{his_sandbox.base()}/Patient", json=resource, headers={"Content-Type": "application/fhir+json"}
+        )
+        assert answer.status_code == 201, answer.text
+    with pytest.raises(HisRejectedError) as caught:
+        await his_sandbox.adapter().find(person)
+    assert caught.value.code == "his.ambiguous_match"
+    assert person.id_number not in str(caught.value) + caught.value.detail
+    assert person.name not in str(caught.value) + caught.value.detail
+
+
+def _patient(patid: str | None, id_number: str, **extra: Any) -> dict[str, Any]:
+    identifiers = [{"system": "urn:oid:2.16.156.10011.1.3", "value": id_number}]
+    if patid:
+        identifiers.append({"system": "urn:hsp:patid", "value": patid})
+    return {"resourceType": "Patient", "id": patid or "x", "identifier": identifiers, **extra}
+
+
+@pytest.mark.parametrize(
+    ("entries", "next_url", "code"),
+    [
+        ([_patient("P1", "other")], None, "his.bad_response"),  # a HIS ignoring the parameter answers someone else
+        ([_patient(None, "{id}")], None, "his.bad_response"),  # no patid
+        ([_patient("P1", "{id}")], f"{BASE}/Patient?page=2", "his.ambiguous_match"),  # more on the next page
+        ([_patient("P1", "{id}"), _patient("P2", "{id}")], None, "his.ambiguous_match"),
+    ],
+)
+async def test_a_patient_search_answer_must_be_the_one_person(
+    entries: list[dict[str, Any]], next_url: str | None, code: str
+) -> None:
+    person = new_person()
+    assert person.id_number is not None
+    found = [json.loads(json.dumps(e).replace("{id}", person.id_number)) for e in entries]
+    bundle = {**_searchset(next_url), "entry": [{"resource": e, "search": {"mode": "match"}} for e in found]}
+    with pytest.raises((HisRejectedError, HisUnavailableError)) as caught:
+        await scripted(lambda request: httpx.Response(200, json=bundle)).find(person)
+    assert getattr(caught.value, "code", None) == code
+
+
+async def test_a_child_found_must_be_the_guardians_child_of_that_name_and_birth_date() -> None:
+    guardian = new_person()
+    child = child_of(guardian)
+    contact = {
+        "extension": [
+            {
+                "url": "guardian-identifier",
+                "valueIdentifier": {"system": "urn:oid:2.16.156.10011.1.3", "value": guardian.id_number},
+            }
+        ]
+    }
+    good = {
+        "resourceType": "Patient",
+        "id": "P7",
+        "identifier": [{"system": "urn:hsp:patid", "value": "P7"}],
+        "name": [{"text": child.name}],
+        "birthDate": "2024-05-01",
+        "contact": [contact],
+    }
+
+    def answering(resource: dict[str, Any]) -> FhirHisAdapter:
+        bundle = {**_searchset(None), "entry": [{"resource": resource, "search": {"mode": "match"}}]}
+        return scripted(lambda request: httpx.Response(200, json=bundle))
+
+    assert await answering(good).find(child) == "P7"
+    wrongs: list[dict[str, Any]] = [{"birthDate": "2024-05-02"}, {"name": [{"text": "别的孩子"}]}, {"contact": []}]
+    for wrong in wrongs:
+        with pytest.raises(HisUnavailableError) as caught:
+            await answering(good | wrong).find(child)
+        assert caught.value.code == "his.bad_response"
+
+
+async def test_the_gateway_retries_a_patient_search_and_creates_once(his_sandbox: HisSandbox) -> None:
+    policy = ResiliencePolicy(read_attempts=3, backoff=Backoff(base_seconds=0.1, jitter=0.0))
+    gateway = ResilientHisGateway(
+        clock=his_sandbox.clock, policy=policy, adapters=[his_sandbox.adapter()], sleep=_no_sleep
+    )
+    adapter = gateway.for_hospital("H001")
+    person = new_person()
+    await his_sandbox.faults({"pathPrefix": "/H001/fhir/Patient", "errorRate": 1.0, "errorStatus": 503})
+
+    def patient_requests() -> int:
+        return sum(r.url.path.endswith("/Patient") for r in his_sandbox.sent)
+
+    before = patient_requests()
+    with pytest.raises(HisUnavailableError):
+        await adapter.find(person)
+    assert patient_requests() - before == 3  # a read, retried
+    before = patient_requests()
+    with pytest.raises(HisUnavailableError):
+        await adapter.find_or_create(person, key="p-retry")
+    assert patient_requests() - before == 1  # a write, once
+    await his_sandbox.faults({})
+    assert await adapter.find(person) is None
+    patid = await adapter.find_or_create(person, key="p-retry")
+    assert await adapter.find(person) == patid
 
 
 # --- billing over HTTP -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The billing port's contract on the in-memory fake the service tests use (so that the fake behaves as the FHIR
-adapter against the sandbox HIS does, tests/contract/test_fhir_adapter.py), and how the gateways pass billing
-through: only for adapters that offer it, an unknown hospital as before."""
+"""The billing port's contract (and the patient records' one) on the in-memory fake the service tests use (so
+that the fake behaves as the FHIR adapter against the sandbox HIS does, tests/contract/test_fhir_adapter.py), and
+how the gateways pass billing through: only for adapters that offer it, an unknown hospital as before."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from bootstrap.his import RegistryHisGateway
 from domain.billing.model import BillItem, BillStatus
 from domain.billing.ports import BillingNotOfferedError, HisBilling, HisBillingGateway
 from domain.catalogue.model import Hospital, HospitalLevel
-from domain.catalogue.ports import HisAdapter, HisUnavailableError
+from domain.catalogue.ports import HisAdapter, HisPatients, HisUnavailableError
 from domain.kernel.errors import NotFoundError
 from integrations.his import ResilientHisGateway
-from tests.contract.his_contract import LAB, HisBillingContract
+from tests.contract.his_contract import LAB, HisBillingContract, HisPatientsContract
 from tests.support.catalogue import FakeGateway, FakeHis
 from tests.support.clock import ManualClock
 
@@ -68,6 +68,14 @@ def billing_desk(fake_his: FakeHis) -> FakeBillingDesk:
 
 class TestFakeHisBillingContract(HisBillingContract):
     """``tests.support.catalogue.FakeHis``: the fake the payments service tests use."""
+
+
+class TestFakeHisPatientsContract(HisPatientsContract):
+    """The same fake's patient records (finding without creating), as the bills tests use them."""
+
+    @pytest.fixture
+    def his_patients(self, fake_his: FakeHis) -> HisPatients:
+        return fake_his
 
 
 async def test_the_fake_records_what_reached_it_and_settles_on_its_clock(fake_his: FakeHis) -> None:

@@ -675,6 +675,40 @@ async def test_a_child_is_matched_on_the_guardian_name_and_birth_date(his: His) 
     assert patid_of(twin.json()) != patid_of(created.json())
 
 
+async def test_patients_are_searched_without_being_created(his: His) -> None:
+    """``GET Patient?identifier=``, and for a child ``guardian-identifier`` + ``name`` + ``birthdate`` (the
+    conditional create's criteria): a searchset of the matches; nothing is created."""
+    patid = await his.patient("H001", "110101199003071234")
+    await his.patient("H001", "110101198506150021", "李娜")
+    found = await his.get("H001", "Patient", identifier=f"{RESIDENT_ID}|110101199003071234")
+    assert (found["type"], found["total"]) == ("searchset", 1)
+    assert [patid_of(e["resource"]) for e in found["entry"]] == [patid]
+    assert found["entry"][0]["search"]["mode"] == "match"
+    nobody = await his.get("H001", "Patient", identifier=f"{RESIDENT_ID}|110101197001010018")
+    assert (nobody["total"], nobody.get("entry", [])) == (0, [])
+    elsewhere = await his.get("H002", "Patient", identifier=f"{RESIDENT_ID}|110101199003071234")
+    assert elsewhere["total"] == 0, "each hospital keeps its own patients"
+
+    guardian = {"system": RESIDENT_ID, "value": "110101199201011226"}
+    child = {
+        "resourceType": "Patient",
+        "name": [{"text": "李小雨"}],
+        "birthDate": "2022-05-01",
+        "contact": [{"extension": [{"url": "guardian-identifier", "valueIdentifier": guardian}]}],
+    }
+    created = await his.send("POST", "H001", "Patient", child)
+    assert created.status_code == 201, created.text
+    criteria = {"guardian-identifier": f"{RESIDENT_ID}|110101199201011226", "name": "李小雨", "birthdate": "2022-05-01"}
+    by_guardian = await his.get("H001", "Patient", **criteria)
+    assert [patid_of(e["resource"]) for e in by_guardian["entry"]] == [patid_of(created.json())]
+    for other in ({"name": "李小雪"}, {"birthdate": "2022-05-02"}, {"guardian-identifier": f"{RESIDENT_ID}|x"}):
+        assert (await his.get("H001", "Patient", **(criteria | other)))["total"] == 0, other
+    assert len(his.simulator.hospital("H001").patients) == 3
+    twice = await his.send("POST", "H001", "Patient", child)
+    assert twice.status_code == 201, "a plain create records the child again"
+    assert (await his.get("H001", "Patient", **criteria))["total"] == 2, "the search shows both"
+
+
 # --- hospital switch, pushes, faults -----------------------------------------------------------------------
 
 

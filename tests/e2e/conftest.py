@@ -14,7 +14,8 @@ from tests.support.live import LiveServer, run_bff
 
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    name = f"hsp_test_live_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+    # The pid too: two runs on one machine must not drop each other's database.
+    name = f"hsp_test_live_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
     db = create_test_database(name)
     data = tmp_path_factory.mktemp("live")
     env = {

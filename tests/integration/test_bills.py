@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from domain.billing.model import BillItem, BillPaymentState, BillStatus
 from domain.billing.use_cases import BillingDeps, BillingService, BillOrder
-from domain.catalogue.model import Hospital, HospitalLevel
+from domain.catalogue.model import Hospital, HospitalLevel, PatientDocument
 from domain.kernel.errors import DomainError
 from domain.kernel.ids import new_id
 from domain.kernel.outbox import OutboxMessage
@@ -167,7 +167,14 @@ async def s(committed_source: ConnectionSource) -> Stack:
         PaymentDeps(uow_factory=factory, clock=clock, channels=channels, policy=PaymentPolicy(refund_backoff=(30,)))
     )
     patients = PatientService(
-        PatientDeps(uow_factory=factory, clock=clock, cipher=suite.cipher, blind_index=suite.blind_index, mac=suite.mac)
+        PatientDeps(
+            uow_factory=factory,
+            clock=clock,
+            cipher=suite.cipher,
+            blind_index=suite.blind_index,
+            mac=suite.mac,
+            his=gateway,
+        )
     )
     billing = BillingService(
         BillingDeps(uow_factory=factory, clock=clock, his=gateway, patients=patients, payments=payments)
@@ -212,14 +219,46 @@ async def test_a_patients_unpaid_bills_are_listed_with_their_items(s: Stack) -> 
 
 
 async def test_listing_never_creates_a_his_patient_record(s: Stack) -> None:
-    """A patient without a HIS patient id there has no bills: the HIS is not even asked (its find_or_create
-    would raise in this fake)."""
+    """A person the HIS does not know has no bills there: the HIS is searched, never asked to create a record,
+    and nothing is stored."""
     patient = await s.patient("acct-1", patid=None)
+    s.his.add_bill("PAT-SOMEONE-ELSE")
     assert await s.billing.unpaid_bills("acct-1", patient, HOSPITAL) == []
+    assert s.his.created_patients == []
+    assert s.his.patients_ == {}
     async with SqlUnitOfWork(s.source) as uow:
         assert (
             await uow.patients.hospital_patid((await s.patients.usable("acct-1", patient)).person.id, HOSPITAL) is None
         )
+
+
+async def test_a_person_known_at_the_his_who_never_paid_here_sees_their_bills(s: Stack) -> None:
+    """Registered on site at the hospital (the HIS has a record), never booked or paid through us: the bills are
+    listed, found by the ID document; no HIS record is created, and the patid found is kept for paying."""
+    patient = await s.patient("acct-1", patid=None, seq="124")
+    person = (await s.patients.usable("acct-1", patient)).person
+    onsite = s.his.register_patient(
+        PatientDocument(person.name, person.sex, person.birth_date, id_type="01", id_number=person.doc_number)
+    )
+    s.his.register_patient(PatientDocument("李娜", "F", date(1990, 1, 1), id_type="01", id_number="110105199001010022"))
+    bill = s.his.add_bill(onsite)
+    s.his.add_bill("PAT-SOMEONE-ELSE")
+
+    found = await s.billing.unpaid_bills("acct-1", patient, HOSPITAL)
+    assert [b.bill.bill_id for b in found] == [bill.bill_id]
+    assert s.his.created_patients == [], "finding is not creating"
+    assert len(s.his.patients_) == 2
+    async with SqlUnitOfWork(s.source) as uow:
+        assert await uow.patients.hospital_patid(person.id, HOSPITAL) == onsite
+
+    order = await s.billing.pay_bill("acct-1", patient, HOSPITAL, bill.bill_id)
+    assert order.payment.patid == onsite
+    assert s.his.created_patients == [], "paying uses the record found"
+    # Elsewhere the person is unknown: nothing there, and still nothing created.
+    other = FakeHis("H002", clock=s.clock)
+    s.gateway.adapters["H002"] = other
+    assert await s.billing.unpaid_bills("acct-1", patient, "H002") == []
+    assert other.created_patients == []
 
 
 async def test_another_accounts_patient_and_an_unknown_hospital_are_not_found(s: Stack) -> None:

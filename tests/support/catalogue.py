@@ -1,5 +1,6 @@
 """An in-memory fake of the HIS ports (for use-case and route tests; the FHIR adapter has its own contract
-tests against the sandbox HIS). Its billing passes the same contract (tests/contract/test_his_billing.py)."""
+tests against the sandbox HIS). Its billing and its patient records pass the same contracts
+(tests/contract/test_his_billing.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from domain.catalogue.model import (
 )
 from domain.catalogue.ports import HisRejectedError, HisUnavailableError
 from domain.kernel.clock import Clock
-from domain.kernel.errors import NotFoundError
+from domain.kernel.errors import NotFoundError, ValidationError
 
 FAKE_NOW = datetime(2025, 3, 3, 2, 0, tzinfo=UTC)
 """When the fake HIS issues and settles bills without a clock (10:00 in China)."""
@@ -55,6 +56,10 @@ class FakeHis:
     """How many of the next settlements are refused (the HIS's own rule)."""
     settle_calls: list[tuple[str, int, str, str, str]] = field(default_factory=list)
     """(bill id, amount, payment ref, channel, key) of every ``settle`` that reached the HIS."""
+    patients_: dict[str, PatientDocument] = field(default_factory=dict)
+    """Patid -> the person the HIS has on record (``register_patient``, ``find_or_create``)."""
+    created_patients: list[str] = field(default_factory=list)
+    """Patids ``find_or_create`` created (an on-site registration is not in it)."""
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
     def _check(self) -> None:
@@ -107,7 +112,26 @@ class FakeHis:
         raise NotImplementedError
 
     async def find_or_create(self, document: PatientDocument, *, key: str) -> str:
-        raise NotImplementedError
+        """Conditional create: the one match, else a new patient (``created_patients``)."""
+        found = await self.find(document)
+        if found is not None:
+            return found
+        if _match_key(document) is None:
+            raise ValidationError("no document to match", code="his.patient_unidentified")
+        patid = self.register_patient(document)
+        self.created_patients.append(patid)
+        return patid
+
+    async def find(self, document: PatientDocument) -> str | None:
+        """The one patient matched as the conditional create matches; None for none or for nothing to match."""
+        self._check()
+        wanted = _match_key(document)
+        if wanted is None:
+            return None
+        matches = [patid for patid, known in self.patients_.items() if _match_key(known) == wanted]
+        if len(matches) > 1:
+            raise HisRejectedError("more than one patient matches", code="his.ambiguous_match")
+        return matches[0] if matches else None
 
     # billing -----------------------------------------------------------------------
 
@@ -261,6 +285,12 @@ class FakeHis:
         self.bills_[bill.bill_id] = bill
         return bill
 
+    def register_patient(self, document: PatientDocument, *, patid: str | None = None) -> str:
+        """The hospital records a patient itself (an on-site registration at the window); the patid."""
+        patid = patid or f"FAKE-P{next(self._serial):06d}"
+        self.patients_[patid] = document
+        return patid
+
     def cancel_bill(self, bill_id: str) -> OutpatientBill:
         """The HIS withdraws a bill (作废)."""
         bill = replace(self.bills_[bill_id], status=BillStatus.CANCELLED)
@@ -271,6 +301,21 @@ class FakeHis:
         session = self.sessions_[session_id]
         slots = tuple(replace(s, capacity=capacity) if s.id == slot_id else s for s in session.slots)
         self.sessions_[session_id] = replace(session, slots=slots, version=str(int(session.version) + 1))
+
+
+def _match_key(document: PatientDocument) -> tuple[str, ...] | None:
+    """What the HIS matches a person on: the ID document, else the guardian's with the name and birth date."""
+    if document.id_type and document.id_number:
+        return ("id", document.id_type, document.id_number)
+    if document.guardian_id_type and document.guardian_id_number:
+        return (
+            "guardian",
+            document.guardian_id_type,
+            document.guardian_id_number,
+            document.name,
+            document.birth_date.isoformat(),
+        )
+    return None
 
 
 @dataclass

@@ -133,7 +133,10 @@ def test_any_single_character_change_is_refused(position: int, replacement: str)
 
 
 @given(
-    key=st.from_regex(r"[A-Za-z0-9_-]{1,20}(/[A-Za-z0-9._-]{1,20}){0,4}", fullmatch=True),
+    # Valid keys only: "." and ".." are not segments a blob key may have (they are refused by design).
+    key=st.from_regex(r"[A-Za-z0-9_-]{1,20}(/[A-Za-z0-9._-]{1,20}){0,4}", fullmatch=True).filter(
+        lambda k: all(segment not in (".", "..") for segment in k.split("/"))
+    ),
     account=st.text(min_size=1, max_size=40),
     ttl_seconds=st.integers(min_value=1, max_value=3600),
     position=st.integers(min_value=0),

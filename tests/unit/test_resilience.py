@@ -124,6 +124,10 @@ class ScriptedHis:
         result: str = await self._next("find_or_create", "0001")
         return result
 
+    async def find(self, document: PatientDocument) -> str | None:
+        result: str | None = await self._next("find", None)
+        return result
+
 
 def _adapter(his: ScriptedHis) -> HisAdapter:
     return his
@@ -402,6 +406,7 @@ async def test_every_write_is_tried_once(call: Callable[[HisAdapter], Any], name
         (lambda a: a.sessions(date(2025, 3, 3), date(2025, 3, 9)), "sessions"),
         (lambda a: a.session("S"), "session"),
         (lambda a: a.queue_position("R"), "queue_position"),
+        (lambda a: a.find(PatientDocument("张三", "M", date(1990, 1, 1))), "find"),
     ],
 )
 async def test_every_read_is_retried(call: Callable[[HisAdapter], Any], name: str) -> None:
