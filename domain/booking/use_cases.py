@@ -257,7 +257,7 @@ class BookingService:
         """Cancel (APT-006: a paid booking only before its cut-off): the number goes back, a paid booking is
         refunded, a confirmed registration is cancelled at the HIS."""
         booking = await self.booking_for(account_id, booking_id)
-        return await self._event(booking.id, CancelRequested(self._now()))
+        return await self.apply_event(booking.id, CancelRequested(self._now()))
 
     # ------------------------------------------------------------------ payments, HIS, sweeps
 
@@ -274,12 +274,12 @@ class BookingService:
             log.warning("booking_payment_without_booking", extra={"order": order_id})
             return
         if what == "paid":
-            await self._event(booking.id, Paid(order_id, now, offer))
+            await self.apply_event(booking.id, Paid(order_id, now, offer))
         elif what == "paid_late":
-            await self._event(booking.id, PaidLate(order_id, now, offer))
+            await self.apply_event(booking.id, PaidLate(order_id, now, offer))
         elif what == "closed" and booking.state is BookingState.HELD:
             # The order expired at the payment service first: the hold goes with it.
-            await self._event(booking.id, HoldExpired(now))
+            await self.apply_event(booking.id, HoldExpired(now))
 
     async def confirm(self, booking_id: str) -> BookingState | None:
         """Register a paid booking at the HIS (key: the booking id, so a retry returns the same registration).
@@ -297,9 +297,9 @@ class BookingService:
                 booking.slot_id, patid=patid, key=f"booking:{booking.id}", lock_id=booking.his_lock_id
             )
         except HisRejectedError as exc:
-            return (await self._event(booking.id, HisRefused(exc.code, self._now()))).state
+            return (await self.apply_event(booking.id, HisRefused(exc.code, self._now()))).state
         event = HisConfirmed(registration.registration_id, self._now(), registration.queue_number)
-        return (await self._event(booking.id, event)).state
+        return (await self.apply_event(booking.id, event)).state
 
     async def expire(self, booking_id: str) -> BookingState | None:
         """A hold past its deadline: its payment order is closed at the channel first (a payment found there
@@ -312,7 +312,7 @@ class BookingService:
             order_state = await self.d.payments.expire(booking.payment_order_id)
             if order_state in (OrderState.PAID, OrderState.PAID_LATE):
                 return (await self._current(booking.id)).state  # payment.paid moves it on
-        return (await self._event(booking.id, HoldExpired(self._now()))).state
+        return (await self.apply_event(booking.id, HoldExpired(self._now()))).state
 
     async def sweep(self, *, limit: int = 200) -> dict[str, int]:
         now = self._now()
@@ -371,7 +371,7 @@ class BookingService:
         lock = await self.d.his.for_hospital(booking.hospital_code).lock(
             booking.slot_id, patid=patid, key=f"booking-lock:{booking.id}"
         )
-        await self._event(booking.id, LockedAtHis(lock.lock_id, self._now()))
+        await self.apply_event(booking.id, LockedAtHis(lock.lock_id, self._now()))
 
     async def unlock_at_his(self, hospital_code: str, lock_id: str) -> None:
         if self.d.his is not None:
@@ -386,7 +386,7 @@ class BookingService:
             raise BookingNotFoundError("no such booking")
         return booking
 
-    async def _event(self, booking_id: str, event: Event) -> Booking:
+    async def apply_event(self, booking_id: str, event: Event) -> Booking:
         """Apply one event under the booking's row lock, carry out the in-transaction effects, queue the rest."""
         now = self._now()
         async with self.d.uow_factory() as uow:
