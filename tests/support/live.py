@@ -44,7 +44,7 @@ def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 @contextmanager
 def run_bff(
-    args: list[str], env: Mapping[str, str], *, log_dir: Path, ready_timeout: float = 90.0, worker: bool = False
+    args: list[str], env: Mapping[str, str], *, log_dir: Path, ready_timeout: float = 180.0, worker: bool = False
 ) -> Iterator[LiveServer]:
     port, admin_port = free_port(), free_port()
     log_path = log_dir / f"bff-{port}.log"
