@@ -6,6 +6,7 @@ import hashlib
 import re
 import time
 import urllib.parse
+from collections.abc import Awaitable
 from typing import Any, cast
 
 import msgspec
@@ -331,16 +332,29 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, cast(Receive, replay_receive), capture_send)
         except BaseException:
-            await store.abandon(idem_scope)
+            await self._settle(store.abandon(idem_scope))
             raise
         if captured["status"] >= 500 or captured["status"] == 429:
-            await store.abandon(idem_scope)
+            await self._settle(store.abandon(idem_scope))
         else:
-            await store.complete(
-                idem_scope,
-                StoredResponse(status=captured["status"], headers=captured["headers"], body=bytes(captured["body"])),
-                now=self.deps.clock.now(),
+            await self._settle(
+                store.complete(
+                    idem_scope,
+                    StoredResponse(
+                        status=captured["status"], headers=captured["headers"], body=bytes(captured["body"])
+                    ),
+                    now=self.deps.clock.now(),
+                )
             )
+
+    @staticmethod
+    async def _settle(step: Awaitable[None]) -> None:
+        """Record the outcome after the answer went out. A failure here (the database busy) must not break the
+        connection the client may already reuse: the record's lease ends and a retry is then handled anew."""
+        try:
+            await step
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the answer is out: log it, keep the connection
+            log.warning("idempotency_record_not_settled", error_type=type(exc).__name__)
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from domain.kernel.errors import UnavailableError
+
 
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
@@ -52,6 +54,14 @@ def create_engine(config: DatabaseConfig) -> AsyncEngine:
     )
 
 
+class DatabaseBusyError(UnavailableError):
+    code = "service.busy"
+    message = "当前访问人数较多，请稍后重试"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, retry_after=1)
+
+
 class ConnectionSource:
     """Hands out connections for units of work: a fresh pooled one per unit, or, in tests, one outer
     connection whose units become savepoints rolled back with the test."""
@@ -72,6 +82,14 @@ class ConnectionSource:
             await conn.execute(sa.text("SELECT 1"))
         return True
 
+    async def checkout(self) -> AsyncConnection:
+        """A pooled connection; ``DatabaseBusyError`` (503 with Retry-After) when none frees up within the pool
+        timeout: a request that cannot get a connection is turned away, not failed with a 500."""
+        try:
+            return await self.engine.connect()
+        except sa.exc.TimeoutError as exc:
+            raise DatabaseBusyError("no database connection within the pool timeout") from exc
+
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[AsyncConnection]:
         """A connection for one short statement group committed at the end (idempotency records, clock)."""
@@ -79,5 +97,9 @@ class ConnectionSource:
             async with self.fixed.begin_nested():
                 yield self.fixed
             return
-        async with self.engine.begin() as conn:
-            yield conn
+        conn = await self.checkout()
+        try:
+            async with conn.begin():
+                yield conn
+        finally:
+            await conn.close()

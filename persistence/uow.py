@@ -153,7 +153,7 @@ class SqlUnitOfWork:
             self._conn = self._source.fixed
             self._tx = await self._conn.begin_nested()
         else:
-            self._conn = await self._source.engine.connect()
+            self._conn = await self._source.checkout()
             self._owns_connection = True
             self._tx = await self._conn.begin()
         self._outbox = SqlOutboxRepository(self._conn)

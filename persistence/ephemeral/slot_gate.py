@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 DEFAULT_TTL_SECONDS = 900.0
 """How long an entry outlives its last rebuild (rebuild every minute or so: a missed rebuild or two is fine)."""
-DEFAULT_TICKET_SECONDS = 10.0
+DEFAULT_TICKET_SECONDS = 30.0
 """Lease of a ticket: longer than a hold transaction normally takes, short enough that a crashed request's
 ticket comes back soon."""
 

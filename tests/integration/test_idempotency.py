@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import httpx
 
@@ -142,3 +143,26 @@ async def test_requests_without_a_key_are_not_recorded(committed_source: Connect
             assert response.status_code == 201
     assert probe.runs == 2
     assert isinstance(client, httpx.AsyncClient)
+
+
+class _CompleteFails(SqlIdempotencyStore):
+    """The database refuses the record's completion after the answer went out (a busy pool under load)."""
+
+    async def complete(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("pool timeout")
+
+
+async def test_a_failed_completion_after_the_answer_keeps_the_answer_and_the_connection(
+    committed_source: ConnectionSource,
+) -> None:
+    probe = Probe()
+    app, _, deps = build_test_apps(committed_source, probe=probe)
+    deps.idempotency = _CompleteFails(committed_source)
+    # Exceptions raised by the app reach the client here: a server would close the connection on them.
+    transport = httpx.ASGITransport(app=cast(Any, app), raise_app_exceptions=True, client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        first = await client.post("/api/v1/test/echo", json={"text": "挂号"}, headers={**A, **_key("k-fail")})
+        after = await client.post("/api/v1/test/echo", json={"text": "下一个"}, headers={**A, **_key("k-next")})
+    assert first.status_code == 201
+    assert first.json()["text"] == "挂号"
+    assert after.status_code == 201, "the next request on the same client is served"
