@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme, Tag
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 
+from bff.admin.booking_bans import booking_bans_admin_router
 from bff.admin.hospitals import hospitals_admin_router
 from bff.admin.notifications import notifications_admin_router
 from bff.admin.payments import payments_admin_router
@@ -27,7 +28,7 @@ from bff.auth.routes import AUTH_HANDLERS
 from bff.callbacks.his import his_push
 from bff.callbacks.payments import alipay_notification, wechat_pay_notification
 from bff.deps import BffDeps
-from bff.doctor.schedule import stop_session
+from bff.doctor.schedule import my_schedule, stop_session
 from bff.errors import EXCEPTION_HANDLERS
 from bff.meta import server_time
 from bff.middleware import (
@@ -39,11 +40,13 @@ from bff.middleware import (
 )
 from bff.ops.routes import OPS_HANDLERS
 from bff.patient.bills import bills_router
+from bff.patient.booking_visits import booking_visits_router
 from bff.patient.bookings import bookings_router
 from bff.patient.catalogue import catalogue_router
 from bff.patient.notifications import notifications_router
 from bff.patient.patients import patients_router
 from bff.patient.payments import payments_router
+from bff.patient.waitlist import waitlist_router
 
 TAGS = [
     Tag(name="meta", description="公共信息 Public facts for every front end"),
@@ -117,6 +120,9 @@ def create_app(deps: BffDeps, *, debug: bool = False) -> Litestar:
             payments_router,
             bills_router,
             bookings_router,
+            waitlist_router,
+            booking_visits_router,
+            my_schedule,
             stop_session,
             his_push,
             wechat_pay_notification,
@@ -170,6 +176,7 @@ def create_admin_app(deps: BffDeps, public_app: Litestar) -> Litestar:
         persons_admin_router,
         payments_admin_router,
         reconciliation_admin_router,
+        booking_bans_admin_router,
         *deps.admin_handlers,
         openapi_json,
         docs_page,

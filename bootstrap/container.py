@@ -31,6 +31,7 @@ from bootstrap.providers import (
     build_payment_channels,
     build_payments,
     build_slot_gate,
+    build_waitlist,
     his_push_reader,
 )
 from bootstrap.settings import Secret, Settings
@@ -412,6 +413,10 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         patients=patients,
         payments=runtime.services["payments"],
         gate=gate,
+        notifications=runtime.services["notifications"],
+    )
+    runtime.services["waitlist"] = build_waitlist(
+        settings, uow_factory=unit_of_work_factory(source, cipher=crypto.cipher), bookings=runtime.services["bookings"]
     )
     tokens = AccessTokens(
         build_signing_keys(settings), clock=clock, ttl=timedelta(minutes=settings.auth.access_token_minutes)

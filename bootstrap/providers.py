@@ -400,8 +400,15 @@ def build_bookings(
     patients: PatientService,
     payments: PaymentService,
     gate: Any,
+    notifications: NotificationService | None = None,
 ) -> Any:
-    """Booking against the number-source pool, with the Redis gate in front when Redis is configured."""
+    """Booking against the number-source pool, with the Redis gate in front when Redis is configured. With the
+    notification service, confirmed bookings get their reminders (and it learns to skip those of bookings that are
+    no longer confirmed)."""
+    from datetime import time as clock_time
+    from datetime import timedelta
+
+    from domain.booking.reminders import SUBJECT_TYPE, ReminderPolicy, still_confirmed
     from domain.booking.rules import BanRule, BookingPolicy, PersonLimits
     from domain.booking.use_cases import BookingDeps, BookingService
 
@@ -417,7 +424,7 @@ def build_bookings(
         ),
         bans=(BanRule(count=cfg.ban_no_shows, window_days=cfg.ban_window_days, ban_days=cfg.ban_days),),
     )
-    return BookingService(
+    service = BookingService(
         BookingDeps(
             uow_factory=uow_factory,
             clock=clock,
@@ -426,8 +433,39 @@ def build_bookings(
             his=his,
             gate=gate,
             policy=policy,
+            reminders=notifications,
+            reminder_policy=ReminderPolicy(
+                evening=clock_time.fromisoformat(cfg.reminder_evening_time),
+                before=timedelta(minutes=cfg.reminder_before_minutes),
+            ),
         )
     )
+    if notifications is not None:
+        notifications.d.subject_checks[SUBJECT_TYPE] = still_confirmed(uow_factory)
+    return service
+
+
+def build_waitlist(settings: Settings, *, uow_factory: Callable[[], Any], bookings: Any) -> Any:
+    """The waitlist (候补) on top of the booking service, which from now on keeps the numbers its bookings give
+    back for the people waiting (``BookingDeps.waitlist``)."""
+    from datetime import timedelta
+
+    from domain.booking.waitlist import OfferPolicy
+    from domain.booking.waitlist_service import WaitlistDeps, WaitlistService
+
+    cfg = settings.booking
+    service = WaitlistService(
+        WaitlistDeps(
+            uow_factory=uow_factory,
+            bookings=bookings,
+            policy=OfferPolicy(
+                hold=timedelta(minutes=cfg.waitlist_offer_minutes),
+                delivery_grace=timedelta(minutes=cfg.waitlist_delivery_grace_minutes),
+            ),
+        )
+    )
+    bookings.d.waitlist = service
+    return service
 
 
 def build_slot_gate(settings: Settings) -> tuple[Any, Callable[[], Awaitable[None]] | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -216,6 +217,16 @@ class BookingSettings(_Base):
     ban_window_days: int = 90
     ban_days: int = 90
     """APT-008 [C]: ``ban_no_shows`` no-shows within ``ban_window_days`` suspend online booking for ``ban_days``."""
+    reminder_evening_time: str = "20:00"
+    """Appointment reminders: the evening before the visit at this time (HH:MM, Beijing time; moved before quiet
+    hours when it falls inside them) ..."""
+    reminder_before_minutes: int = 120
+    """... and this many minutes before the slot (1 to 1440)."""
+    waitlist_offer_minutes: int = 30
+    """The waitlist (候补): how long a freed number is held for the person offered it, counted from the delivery
+    of the offer's message ..."""
+    waitlist_delivery_grace_minutes: int = 10
+    """... which counts at the latest this long after the offer, delivered or not."""
 
 
 class SmsSettings(_Base):
@@ -340,6 +351,7 @@ class Settings(_Base):
 
 
 PREFIX = "HSP_"
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 _SECTIONS: dict[str, type[_Base]] = {
     name: field.type
     for name, field in ((f.name, f) for f in msgspec.structs.fields(Settings))
@@ -440,6 +452,14 @@ def check_settings(settings: Settings) -> None:
         or min(booking.long_window_months, booking.long_window_max, booking.ban_no_shows, booking.ban_window_days) < 1
     ):
         raise SettingsError("HSP_BOOKING__* limits must be at least 1")
+    if not _HH_MM.match(booking.reminder_evening_time):
+        raise SettingsError("HSP_BOOKING__REMINDER_EVENING_TIME must be a time HH:MM (00:00 to 23:59)")
+    if not 1 <= booking.reminder_before_minutes <= 1440:
+        raise SettingsError("HSP_BOOKING__REMINDER_BEFORE_MINUTES must be between 1 and 1440")
+    if booking.waitlist_offer_minutes < 1 or booking.waitlist_delivery_grace_minutes < 0:
+        raise SettingsError(
+            "HSP_BOOKING__WAITLIST_OFFER_MINUTES must be at least 1, __WAITLIST_DELIVERY_GRACE_MINUTES >= 0"
+        )
     if settings.env == "prod":
         problems = []
         if settings.db.url is None:

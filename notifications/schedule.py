@@ -19,5 +19,7 @@ SCHEDULE: list[ScheduleEntry] = [
     ScheduleEntry("billing.sweep", 60.0, {}),
     ScheduleEntry("booking.sweep", 30.0, {}),
     ScheduleEntry("booking.rebuild_gate", 60.0, {}),
+    ScheduleEntry("booking.waitlist_sweep", 30.0, {}),
+    ScheduleEntry("booking.no_shows", 300.0, {}),
     ScheduleEntry("catalogue.sync", 86400.0, {"full": True}),
 ]

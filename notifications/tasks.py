@@ -160,6 +160,13 @@ async def notification_deliver(runtime: WorkerRuntime, delivery_id: int) -> str 
         return None
     channel = await service.channel_of(delivery_id)
     DELIVERIES.labels(channel=channel or "unknown", outcome=state.value).inc()
+    waitlist = runtime.services.get("waitlist")
+    if waitlist is not None and state.value == "sent":
+        # A waitlist offer's hold time counts from its delivery (the waitlist sweep catches a missed call).
+        try:
+            await waitlist.on_delivered(delivery_id)
+        except DomainError as exc:
+            log.warning("waitlist_delivery_not_recorded", error_code=exc.code)
     return str(state.value)
 
 
@@ -380,6 +387,17 @@ async def booking_his_unlock(runtime: WorkerRuntime, payload: Mapping[str, Any],
         await service.unlock_at_his(str(payload["hospitalCode"]), str(payload["lockId"]))
 
 
+@registry.on_topic("catalogue.session_stopped")
+async def booking_session_stopped(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    """停诊 (the HIS sync or the doctor app): every upcoming booking of the session is stopped, refunded and told
+    (domain/booking/stops.py); a second delivery changes nothing."""
+    from domain.booking.stops import on_session_stopped
+
+    service = _bookings(runtime)
+    if service is not None:
+        await on_session_stopped(service, payload)
+
+
 @registry.task("booking.sweep")
 async def booking_sweep(runtime: WorkerRuntime) -> dict[str, int]:
     """Expire unpaid holds (closing their orders at the channel first) and confirm paid bookings again."""
@@ -392,3 +410,71 @@ async def booking_rebuild_gate(runtime: WorkerRuntime) -> int:
     """The gate is a cache of PostgreSQL's counts: rebuilt periodically (and on start)."""
     service = _bookings(runtime)
     return 0 if service is None else int(await service.rebuild_gate())
+
+
+# --- bookings: rescheduling, arrival, no-shows (domain/booking/visits.py) -----------------------------------------
+
+
+def _visits(runtime: WorkerRuntime) -> Any:
+    from domain.booking.visits import VisitService
+
+    service = _bookings(runtime)
+    return None if service is None else VisitService(service)
+
+
+@registry.on_topic("booking.his_move")
+async def booking_his_move(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    """A reschedule at the HIS: confirm on the new slot, then cancel the old registration (idempotent keys)."""
+    visits = _visits(runtime)
+    if visits is not None:
+        await visits.move_at_his(
+            str(payload["bookingId"]), str(payload["registrationId"]), str(payload["toSlotId"]), int(payload["move"])
+        )
+
+
+@registry.on_topic("booking.his_check_in")
+async def booking_his_check_in(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    visits = _visits(runtime)
+    if visits is not None:
+        await visits.check_in_at_his(
+            str(payload["bookingId"]), str(payload["hospitalCode"]), str(payload["registrationId"])
+        )
+
+
+@registry.task("booking.no_shows")
+async def booking_no_shows(runtime: WorkerRuntime, limit: int = 200) -> dict[str, int]:
+    """Confirmed bookings whose check-in window closed become no-shows (APT-007), one at a time."""
+    visits = _visits(runtime)
+    return {} if visits is None else dict(await visits.mark_no_shows(limit=limit))
+
+
+# --- bookings: the waitlist (domain/booking/waitlist_service.py) ----------------------------------------------------
+
+
+def _waitlist(runtime: WorkerRuntime) -> Any:
+    return runtime.services.get("waitlist")
+
+
+@registry.on_topic("booking.waitlist_offer")
+async def booking_waitlist_offer(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    """A freed number held for a session's line: offered to the first person in line who may have it, or given
+    back to the pool (a second delivery finds the number handled)."""
+    service = _waitlist(runtime)
+    if service is not None:
+        await service.offer_number(str(payload["numberId"]))
+
+
+@registry.on_topic("catalogue.session_stopped")
+async def booking_waitlist_session_stopped(runtime: WorkerRuntime, payload: Mapping[str, Any], message_id: str) -> None:
+    """停诊: the session's line ends and the numbers offered from it go back (a second delivery changes nothing)."""
+    service = _waitlist(runtime)
+    if service is not None:
+        await service.close_session(str(payload["hospitalCode"]), str(payload["sessionId"]))
+
+
+@registry.task("booking.waitlist_sweep")
+async def booking_waitlist_sweep(runtime: WorkerRuntime) -> dict[str, int]:
+    """Record offers' deliveries, lapse offers whose time passed (the number passes on), close lines of sessions
+    stopped or over, and offer numbers left free in sessions with a line."""
+    service = _waitlist(runtime)
+    return {} if service is None else dict(await service.sweep())

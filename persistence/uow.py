@@ -15,6 +15,7 @@ from domain.kernel.errors import ConflictError, ValidationError
 from persistence.account.repository import SqlAccountRepository
 from persistence.billing.repository import SqlBillPaymentRepository
 from persistence.booking.repository import SqlBookingRepository
+from persistence.booking.waitlist_repository import SqlWaitlistRepository
 from persistence.catalogue.repository import SqlCatalogueRepository
 from persistence.db import ConnectionSource
 from persistence.kernel.audit import SqlAuditRepository
@@ -69,6 +70,7 @@ class SqlUnitOfWork:
         self._reconciliation: SqlReconciliationRepository | None = None
         self._bill_payments: SqlBillPaymentRepository | None = None
         self._bookings: SqlBookingRepository | None = None
+        self._waitlist: SqlWaitlistRepository | None = None
 
     @property
     def outbox(self) -> SqlOutboxRepository:
@@ -125,6 +127,12 @@ class SqlUnitOfWork:
         return self._bookings
 
     @property
+    def waitlist(self) -> SqlWaitlistRepository:
+        if self._waitlist is None:
+            raise UnitOfWorkStateError("the unit of work is not open")
+        return self._waitlist
+
+    @property
     def reconciliation(self) -> SqlReconciliationRepository:
         if self._reconciliation is None:
             raise UnitOfWorkStateError("the unit of work is not open")
@@ -167,6 +175,7 @@ class SqlUnitOfWork:
         self._reconciliation = SqlReconciliationRepository(self._conn)
         self._bill_payments = SqlBillPaymentRepository(self._conn)
         self._bookings = SqlBookingRepository(self._conn)
+        self._waitlist = SqlWaitlistRepository(self._conn)
         return self
 
     async def __aexit__(

@@ -16,6 +16,11 @@
                                                                 refund
     CONFIRMED      reschedule              -> CONFIRMED         (before the cut-off) take the new number and
                                                                 release the old in one step; move at the HIS
+    CONFIRMED      HIS moved               -> CONFIRMED         the new registration recorded (an unwanted one,
+                                                                for a slot left since or a booking ended, is
+                                                                cancelled at the HIS)
+    CONFIRMED      HIS refuses the move    -> CONFIRM_FAILED    release the new number, cancel the old
+                                                                registration, refund, notify
     CONFIRMED      session stopped         -> STOPPED           release, refund, notify, no penalty
     CONFIRMED      check-in                -> CHECKED_IN        report the card use
     CONFIRMED      check-in window passed  -> NO_SHOW           (counts towards the bans of APT-008)
@@ -142,6 +147,27 @@ class RescheduleRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class HisMoved:
+    """The HIS registered the booking on ``slot_id`` (the ``MoveAtHis`` of a reschedule: confirm on the new slot,
+    then cancel ``from_registration_id``)."""
+
+    from_registration_id: str
+    registration_id: str
+    slot_id: str
+    at: datetime
+    queue_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HisMoveRefused:
+    """The HIS refused for good to register the booking on ``slot_id``, the slot it was rescheduled to."""
+
+    slot_id: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SessionStopped:
     """停诊 (from the HIS sync or the doctor app): refunded, notified, never a penalty (APT-007)."""
 
@@ -189,6 +215,8 @@ Event = (
     | HisRefused
     | CancelRequested
     | RescheduleRequested
+    | HisMoved
+    | HisMoveRefused
     | SessionStopped
     | SlotChanged
     | CheckedIn
@@ -578,6 +606,32 @@ def _apply(booking: Booking, event: Event) -> Outcome:
 
         case RescheduleRequested(offer, rules, at):
             return _reschedule(booking, offer, rules, at)
+
+        case HisMoved(_, registration_id, slot_id, _, queue_number):
+            if booking.his_registration_id == registration_id:
+                return _unchanged(booking)
+            if state is not BookingState.CONFIRMED or slot_id != booking.slot_id:
+                # Moved again since, or ended: the HIS holds a registration nobody wants.
+                return Outcome(booking, (CancelAtHis(booking.hospital_code, registration_id),))
+            return Outcome(replace(booking, his_registration_id=registration_id, queue_number=queue_number))
+
+        case HisMoveRefused(slot_id, reason, at):
+            if state is not BookingState.CONFIRMED or slot_id != booking.slot_id:
+                return _unchanged(booking)  # moved again since (that move is tried on its own), or ended
+            failed, refund = _refund(_end(booking, BookingState.CONFIRM_FAILED, at, reason[:64]), "his_refused")
+            old: tuple[Effect, ...] = ()
+            if booking.his_registration_id is not None:
+                old = (CancelAtHis(booking.hospital_code, booking.his_registration_id),)
+            return Outcome(
+                failed,
+                (
+                    _release(booking, offer_waitlist=True),
+                    *old,
+                    *refund,
+                    CancelReminders(),
+                    Notify("booking.confirm_failed", Priority.URGENT),
+                ),
+            )
 
         case SessionStopped(reason, at):
             if state is BookingState.CHECKED_IN:

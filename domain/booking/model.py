@@ -127,3 +127,17 @@ class Booking:
             expires = self.deadlines.hold_expires_at
             return expires is None or now < expires
         return self.holds_number
+
+
+@dataclass(frozen=True, slots=True)
+class BanLift:
+    """An operator lifted a person's suspension of online booking (APT-008): the no-shows (and counted
+    cancellations) at or before ``covers_until`` no longer count towards any ban. Audited; never deleted."""
+
+    id: str
+    person_id: str
+    covers_until: datetime
+    lifted_at: datetime
+    actor: str
+    """``staff:<id>``."""
+    reason: str

@@ -309,10 +309,17 @@ def _in_window(rule: BanRule, earlier: datetime, at: datetime) -> bool:
 
 
 def ban_until(
-    person_bookings: Iterable[Booking], rules: Iterable[BanRule], now: datetime, *, person_id: str, hospital_code: str
+    person_bookings: Iterable[Booking],
+    rules: Iterable[BanRule],
+    now: datetime,
+    *,
+    person_id: str,
+    hospital_code: str,
+    forgiven_until: datetime | None = None,
 ) -> datetime | None:
     """APT-008: when the person's suspension of online booking at this hospital ends, or None if not suspended.
-    Derived from the booking history alone, so nothing is stored that could drift from it."""
+    Derived from the booking history alone, so nothing is stored that could drift from it, except an operator's
+    lift of a ban: events at or before ``forgiven_until`` (the latest lift) no longer count."""
     history = [b for b in person_bookings if b.person_id == person_id]
     until: datetime | None = None
     for rule in rules:
@@ -323,7 +330,7 @@ def ban_until(
             for b in history
             if rule.hospital_code in (None, b.hospital_code)
             for t in (_event_time(b, rule.event),)
-            if t is not None
+            if t is not None and (forgiven_until is None or t > forgiven_until)
         )
         for at in times:
             if at > now:
@@ -345,11 +352,15 @@ def check_bans(
     person_id: str,
     hospital_code: str,
     online: bool = True,
+    forgiven_until: datetime | None = None,
 ) -> BannedError | None:
-    """APT-008: bans apply to online booking only; on-site registration stays available."""
+    """APT-008: bans apply to online booking only; on-site registration stays available. An operator's lift
+    forgives the events up to ``forgiven_until``."""
     if not online:
         return None
-    until = ban_until(person_bookings, rules, now, person_id=person_id, hospital_code=hospital_code)
+    until = ban_until(
+        person_bookings, rules, now, person_id=person_id, hospital_code=hospital_code, forgiven_until=forgiven_until
+    )
     return None if until is None else BannedError.until(until, "online booking suspended")
 
 
@@ -398,11 +409,12 @@ def admit(
     candidate: Candidate,
     hospital_rules: BookingRules,
     now: datetime,
+    forgiven_until: datetime | None = None,
 ) -> DomainError | None:
     """Every person-level check of a new booking (or a reschedule) in order: opening hours (APT-010), real name
     (APT-002/003), bans (APT-008), limits (APT-005). ``person_bookings`` are all of the person's bookings, made
-    from any account (the use case reads them under the person's lock, DESIGN §3.2). The slot-level checks
-    (window, capacity) are the state machine's."""
+    from any account (the use case reads them under the person's lock, DESIGN §3.2); ``forgiven_until`` is the
+    latest operator's lift of a ban (APT-008). The slot-level checks (window, capacity) are the state machine's."""
     if identity.person_id != candidate.person_id:
         raise ValueError("identity and candidate are of different persons")
     return (
@@ -414,6 +426,7 @@ def admit(
             now,
             person_id=candidate.person_id,
             hospital_code=candidate.hospital_code,
+            forgiven_until=forgiven_until,
         )
         or check_limits(person_bookings, candidate, policy.limits, now)
     )

@@ -26,7 +26,9 @@ from domain.booking.errors import SlotFullError
 from domain.booking.gate import SlotGate, slot_key
 from domain.booking.machine import (
     CancelAtHis,
+    CancelReminders,
     CancelRequested,
+    CheckInAtHis,
     ClosePaymentOrder,
     ConfirmAtHis,
     CreatePaymentOrder,
@@ -39,20 +41,24 @@ from domain.booking.machine import (
     KeepLatePayment,
     LockAtHis,
     LockedAtHis,
+    MoveAtHis,
     Notify,
     Paid,
     PaidLate,
     ReleaseSlot,
     ReportCardUse,
     RequestRefund,
+    ScheduleReminders,
     TakeSlot,
     UnlockAtHis,
     apply,
     hold,
 )
-from domain.booking.model import Booking, BookingState
+from domain.booking.model import BanLift, Booking, BookingState
+from domain.booking.reminders import ReminderFactory, ReminderPolicy, cancel_reminders, schedule_reminders
 from domain.booking.rules import BookingIdentity, BookingPolicy, Candidate, admit
 from domain.booking.slots import SlotOffer
+from domain.booking.waitlist import WaitlistHook
 from domain.catalogue.model import Hospital
 from domain.catalogue.ports import CatalogueRepository, HisGateway, HisRejectedError
 from domain.kernel.audit import AuditRepository
@@ -61,6 +67,7 @@ from domain.kernel.errors import DomainError, NotFoundError
 from domain.kernel.ids import new_id
 from domain.kernel.money import fen_to_yuan
 from domain.kernel.outbox import OutboxRepository
+from domain.notification.schedule import ScheduleRepository
 from domain.patient.use_cases import PatientService, card_use_message
 from domain.payment.machine import OrderState
 from domain.payment.ports import PaymentRepository
@@ -77,6 +84,8 @@ KEEP_LATE_TOPIC = "booking.keep_late"
 HIS_CANCEL_TOPIC = "booking.his_cancel"
 HIS_LOCK_TOPIC = "booking.his_lock"
 HIS_UNLOCK_TOPIC = "booking.his_unlock"
+HIS_MOVE_TOPIC = "booking.his_move"
+HIS_CHECK_IN_TOPIC = "booking.his_check_in"
 HISTORY = timedelta(days=400)
 """How far back a person's bookings are read for the checks (limits: three months; bans: a calendar year)."""
 
@@ -118,6 +127,31 @@ class BookingRepository(Protocol):
 
     async def remaining(self, *, start: date, end: date) -> dict[str, int]: ...
 
+    async def of_sessions(self, hospital_code: str, session_ids: Sequence[str]) -> Sequence[Booking]:
+        """Every booking of these sessions (stopped sessions, the doctor's schedule: domain/booking/stops.py,
+        doctor_schedule.py), by slot time."""
+        ...
+
+    # rescheduling, arrival and no-shows (domain/booking/visits.py)
+
+    async def lock_slots(self, hospital_code: str, slot_ids: Sequence[str]) -> None:
+        """Lock the slots' rows in a fixed order (a reschedule changes two: no deadlock between opposite moves)."""
+        ...
+
+    async def past_check_in(self, *, now: datetime, limit: int) -> Sequence[str]:
+        """Confirmed bookings whose check-in window closed before ``now`` (no-show candidates)."""
+        ...
+
+    async def add_ban_lift(self, lift: BanLift) -> None: ...
+
+    async def ban_lifts(self, person_id: str) -> Sequence[BanLift]:
+        """The person's ban lifts, latest first."""
+        ...
+
+    async def ban_forgiven_until(self, person_id: str) -> datetime | None:
+        """The latest ``covers_until`` of the person's ban lifts (APT-008), or None."""
+        ...
+
 
 class BookingUnitOfWork(Protocol):
     @property
@@ -134,6 +168,11 @@ class BookingUnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditRepository: ...
+
+    @property
+    def schedule(self) -> ScheduleRepository:
+        """The notification service's scheduled messages: a booking's reminders change with it."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 
@@ -155,6 +194,12 @@ class BookingDeps:
     policy: BookingPolicy = field(default_factory=BookingPolicy)
     confirm_after: timedelta = timedelta(minutes=1)
     """A paid booking not confirmed for this long is confirmed again by the sweep."""
+    reminders: ReminderFactory | None = None
+    """Builds the reminders' rows (the notification service); None: no reminders (domain/booking/reminders.py)."""
+    reminder_policy: ReminderPolicy = field(default_factory=ReminderPolicy)
+    waitlist: WaitlistHook | None = None
+    """A number given back with ``offer_waitlist`` stays taken for its session's waitlist when someone waits
+    (domain/booking/waitlist_service.py); None: it goes back to the pool."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +252,8 @@ class BookingService:
                 guardian_verified=person.guardian_person_id is not None,
             )
             candidate = Candidate.at(person.id, hospital_code, offer.department_code, offer.start, replacing=None)
+            # An operator's lift of a ban (APT-008) is read only when the history could ban at all.
+            ban_events = any(b.state in (BookingState.NO_SHOW, BookingState.CANCELLED) for b in history)
             refusal = admit(
                 self.d.policy,
                 identity=identity,
@@ -214,6 +261,7 @@ class BookingService:
                 candidate=candidate,
                 hospital_rules=hospital.rules,
                 now=now,
+                forgiven_until=await uow.bookings.ban_forgiven_until(person.id) if ban_events else None,
             )
             if refusal is not None:
                 raise refusal
@@ -358,8 +406,9 @@ class BookingService:
     async def cancel_at_his(self, hospital_code: str, registration_id: str, booking_id: str) -> None:
         if self.d.his is None:
             raise DomainError("no HIS gateway", code="his.not_configured")
+        # One key per registration: a rescheduled booking has had more than one (domain/booking/visits.py).
         await self.d.his.for_hospital(hospital_code).cancel(
-            registration_id, reason="resident_cancelled", key=f"booking-cancel:{booking_id}"
+            registration_id, reason="resident_cancelled", key=f"booking-cancel:{booking_id}:{registration_id}"
         )
 
     async def lock_at_his(self, booking_id: str) -> None:
@@ -398,14 +447,14 @@ class BookingService:
                 await uow.commit()
                 return booking
             hospital = await uow.catalogue.hospital(booking.hospital_code)
-            await self._in_transaction(uow, outcome.booking, outcome.effects, hospital=hospital, now=now)
+            released = await self._in_transaction(uow, outcome.booking, outcome.effects, hospital=hospital, now=now)
             await uow.bookings.save(booking, outcome.booking, now=now)
             await uow.commit()
         if self.d.gate is not None:
-            # Best effort: the periodic rebuild corrects whatever is missed here.
-            for effect in outcome.effects:
-                if isinstance(effect, ReleaseSlot):
-                    await self.d.gate.released(slot_key(effect.hospital_code, effect.slot_id))
+            # Best effort: the periodic rebuild corrects whatever is missed here. A number kept for the waitlist
+            # was not released: the gate still counts it taken.
+            for key in released:
+                await self.d.gate.released(key)
         return outcome.booking
 
     async def _in_transaction(
@@ -416,16 +465,25 @@ class BookingService:
         *,
         hospital: Hospital | None,
         now: datetime,
-    ) -> None:
-        """Numbers and payment orders change in this transaction; everything else goes to the outbox."""
+    ) -> list[str]:
+        """Numbers and payment orders change in this transaction; everything else goes to the outbox. Returns the
+        gate keys of the numbers that went back to the pool (tell the gate ``released`` after the commit)."""
+        released: list[str] = []
         for effect in effects:
             match effect:
                 case TakeSlot(hospital_code, slot_id):
                     if not await uow.bookings.take(hospital_code, slot_id):
                         raise SlotFullError(f"slot {slot_id} full")
-                case ReleaseSlot(hospital_code, slot_id, _):
+                case ReleaseSlot(hospital_code, slot_id, offer_waitlist):
+                    if (
+                        offer_waitlist
+                        and self.d.waitlist is not None
+                        and await self.d.waitlist.keep_for_waitlist(uow, hospital_code, slot_id, now=now)
+                    ):
+                        continue  # still taken: offered to the first in line (booking.waitlist_offer)
                     if not await uow.bookings.release(hospital_code, slot_id):
                         log.error("booking_release_nothing_taken", extra={"slot": slot_id})
+                    released.append(slot_key(hospital_code, slot_id))
                 case CreatePaymentOrder(order_id, amount, expires_at):
                     await self.d.payments.create_order(
                         uow,  # type: ignore[arg-type]  # the persistence unit of work serves every feature
@@ -474,9 +532,45 @@ class BookingService:
                 case ReportCardUse(person_id, hospital_code, scene):
                     topic, payload = card_use_message(booking.account_id, person_id, hospital_code, scene)
                     await uow.outbox.add(topic, payload, now=now, key=f"{booking.id}:card:{scene}")
+                case MoveAtHis(hospital_code, registration_id, from_slot_id, to_slot_id):
+                    # Confirm on the new slot, then cancel the old registration (domain/booking/visits.py); one
+                    # message per reschedule, its HIS keys numbered by ``move``.
+                    await uow.outbox.add(
+                        HIS_MOVE_TOPIC,
+                        {
+                            "bookingId": booking.id,
+                            "hospitalCode": hospital_code,
+                            "registrationId": registration_id,
+                            "fromSlotId": from_slot_id,
+                            "toSlotId": to_slot_id,
+                            "move": booking.reschedules,
+                        },
+                        now=now,
+                        key=f"{booking.id}:his_move:{booking.reschedules}",
+                    )
+                case CheckInAtHis(hospital_code, registration_id):
+                    await uow.outbox.add(
+                        HIS_CHECK_IN_TOPIC,
+                        {"bookingId": booking.id, "hospitalCode": hospital_code, "registrationId": registration_id},
+                        now=now,
+                        key=f"{booking.id}:his_check_in",
+                    )
+                case ScheduleReminders(slot_start) if self.d.reminders is not None:
+                    await schedule_reminders(
+                        uow.schedule,
+                        self.d.reminders,
+                        booking,
+                        hospital_name=hospital.name if hospital else booking.hospital_code,
+                        slot_start=slot_start,
+                        policy=self.d.reminder_policy,
+                        now=now,
+                    )
+                case CancelReminders():
+                    await cancel_reminders(uow.schedule, booking.id, now=now)
                 case _:
-                    # Reminders, moves and check-ins come with rescheduling and arrival (not offered yet).
+                    # ScheduleReminders without a notification service (tests, tools).
                     log.info("booking_effect_not_carried_out", extra={"effect": type(effect).__name__})
+        return released
 
     async def _notify(
         self, uow: BookingUnitOfWork, booking: Booking, hospital: Hospital, event: str, *, now: datetime

@@ -39,7 +39,15 @@ class ScheduledMessage:
 
 
 class ScheduleRepository(Protocol):
-    async def upsert(self, item: ScheduledMessage, *, now: datetime) -> int: ...
+    async def upsert(self, item: ScheduledMessage, *, now: datetime) -> int:
+        """Create the row, or rebuild the pending one under the same key. A finished one (sent, skipped,
+        cancelled...) under the key is left as it is for the same due time (scheduling again is idempotent) and
+        replaced by a new pending row for another due time (a moved appointment is a new reminder)."""
+        ...
+
+    async def cancel(self, key: str, *, now: datetime) -> bool:
+        """Cancel the pending row under ``key``, if any."""
+        ...
 
     async def cancel_subject(self, subject_type: str, subject_id: str, *, now: datetime) -> int: ...
 

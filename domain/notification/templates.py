@@ -330,3 +330,68 @@ BOOKING_SESSION_STOPPED = _booking(
     "很抱歉，您预约的{hospital}{time}出诊已停诊，预约已取消，已付费用将原路退回，不计爽约。",
     "停诊，已退款",
 )
+BOOKING_RESCHEDULED = _booking(
+    "booking.rescheduled",
+    EventClass.TRANSACTIONAL,
+    "改约成功",
+    "您的预约已改到{hospital}{time}，原时段的号源已释放，请按新的时间到院签到就诊。",
+    "改约成功",
+)
+BOOKING_NO_SHOW = _booking(
+    "booking.no_show",
+    EventClass.NORMAL,
+    "爽约提醒",
+    "您预约的{hospital}{time}的号源未在规定时间内签到，已记爽约一次。多次爽约将暂停网上预约。",
+    "未签到，已记爽约",
+)
+BOOKING_REMINDER_EVENING = _booking(
+    "booking.reminder_evening",
+    EventClass.NORMAL,
+    "明日就诊提醒",
+    "您预约了{hospital}{time}的号源，请合理安排时间，携带有效证件按时到院签到就诊。",
+    "明日就诊",
+)
+BOOKING_REMINDER_SOON = _booking(
+    "booking.reminder_soon",
+    EventClass.NORMAL,
+    "就诊提醒",
+    "您预约的{hospital}{time}的号源即将开始就诊，请按时到院签到，逾时未签到将记为爽约。",
+    "即将就诊",
+)
+
+
+def _waitlist(event: str, event_class: EventClass, title: str, body: str, status: str) -> NotificationTemplate:
+    """A waitlist (候补) message: the booking template's keywords, with the offer's deadline in the text."""
+    return REGISTRY.register(
+        NotificationTemplate(
+            event=event,
+            event_class=event_class,
+            variables=("hospital", "time", "deadline", "minutes"),
+            title=title,
+            body=body,
+            wechat_template="booking_notice",
+            wechat_fields=(
+                WechatField("thing1", FieldKind.THING, "hospital"),
+                WechatField("time2", FieldKind.TIME, "time"),
+                WechatField("thing3", FieldKind.THING, "=" + status),
+            ),
+            page="pages/waitlist/index",
+        )
+    )
+
+
+BOOKING_WAITLIST_OFFERED = _waitlist(
+    "booking.waitlist_offered",
+    EventClass.URGENT,  # sent at once, even in quiet hours: the hold time runs from the delivery
+    "候补成功，号源已为您保留",
+    "您候补的{hospital}{time}的号源已为您保留，请在{deadline}前（收到本消息后{minutes}分钟内）确认预约并完成支付，"
+    "逾时将顺延给下一位候补者。",
+    "候补成功，请尽快确认",
+)
+BOOKING_WAITLIST_LAPSED = _waitlist(
+    "booking.waitlist_lapsed",
+    EventClass.TRANSACTIONAL,
+    "候补号源已顺延",
+    "您候补的{hospital}{time}的号源未在{deadline}前确认，已顺延给下一位候补者。如仍需就诊，可重新候补或预约其他时段。",
+    "未确认，已顺延",
+)

@@ -353,23 +353,45 @@ class NotificationService:
     ) -> int:
         """Schedule (or rebuild, under the same key) one reminder. Normal reminders meant for quiet hours are
         moved before they begin."""
-        template = self.d.registry.get(event_type)
-        when = due_at if template.event_class is not EventClass.NORMAL else plan_reminder(due_at, quiet=self.d.quiet)
+        item = self.reminder(
+            key=key,
+            event_type=event_type,
+            account_id=account_id,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            values=values,
+            due_at=due_at,
+        )
         async with self.d.uow_factory() as uow:
-            item_id = await uow.schedule.upsert(
-                ScheduledMessage(
-                    key=key,
-                    event_type=event_type,
-                    account_id=account_id,
-                    subject_type=subject_type,
-                    subject_id=subject_id,
-                    values=self._seal(values),
-                    due_at=when,
-                ),
-                now=self.d.clock.now(),
-            )
+            item_id = await uow.schedule.upsert(item, now=self.d.clock.now())
             await uow.commit()
         return item_id
+
+    def reminder(
+        self,
+        *,
+        key: str,
+        event_type: str,
+        account_id: str,
+        subject_type: str,
+        subject_id: str,
+        values: Mapping[str, str],
+        due_at: datetime,
+    ) -> ScheduledMessage:
+        """The row ``schedule`` writes (values sealed, a normal reminder meant for quiet hours moved before they
+        begin), for a feature that writes it with ``ScheduleRepository.upsert`` in its own transaction (a booking's
+        reminders change with the booking)."""
+        template = self.d.registry.get(event_type)
+        when = due_at if template.event_class is not EventClass.NORMAL else plan_reminder(due_at, quiet=self.d.quiet)
+        return ScheduledMessage(
+            key=key,
+            event_type=event_type,
+            account_id=account_id,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            values=self._seal(values),
+            due_at=when,
+        )
 
     async def cancel_subject(self, subject_type: str, subject_id: str) -> int:
         async with self.d.uow_factory() as uow:

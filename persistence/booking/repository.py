@@ -16,11 +16,11 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.booking.model import Booking, BookingState, Deadlines
+from domain.booking.model import BanLift, Booking, BookingState, Deadlines
 from domain.booking.slots import SlotOffer, SlotStock
 from domain.catalogue.model import SessionStatus
 from domain.kernel.errors import ConflictError
-from persistence.booking.tables import bookings
+from persistence.booking.tables import booking_ban_lifts, bookings
 from persistence.catalogue.tables import clinic_sessions, clinic_slots
 from persistence.patient.tables import persons
 
@@ -177,6 +177,17 @@ class SqlBookingRepository:
         )
         return [_booking(r) for r in rows.mappings()]
 
+    async def of_sessions(self, hospital_code: str, session_ids: Sequence[str]) -> Sequence[Booking]:
+        """Every booking of these sessions, by slot time (index ``ix_bookings_session``)."""
+        if not session_ids:
+            return []
+        rows = await self._conn.execute(
+            sa.select(bookings)
+            .where(bookings.c.hospital_code == hospital_code, bookings.c.session_id.in_(list(session_ids)))
+            .order_by(bookings.c.slot_start, bookings.c.created_at, bookings.c.id)
+        )
+        return [_booking(r) for r in rows.mappings()]
+
     async def due_for_expiry(self, *, now: datetime, limit: int) -> Sequence[str]:
         rows = await self._conn.execute(
             sa.select(bookings.c.id)
@@ -265,6 +276,58 @@ class SqlBookingRepository:
             .values(taken=s.taken - 1)
         )
         return result.rowcount == 1
+
+    # --- rescheduling, arrival, no-shows and bans (domain/booking/visits.py) --------------------------------------
+
+    async def lock_slots(self, hospital_code: str, slot_ids: Sequence[str]) -> None:
+        """Lock the slots' rows in id order, so that two reschedules in opposite directions cannot deadlock."""
+        s = clinic_slots.c
+        await self._conn.execute(
+            sa.select(s.id)
+            .where(s.hospital_code == hospital_code, s.id.in_(sorted(set(slot_ids))))
+            .order_by(s.id)
+            .with_for_update()
+        )
+
+    async def past_check_in(self, *, now: datetime, limit: int) -> Sequence[str]:
+        """Confirmed bookings whose check-in window closed before ``now``: the no-shows to mark (APT-007)."""
+        rows = await self._conn.execute(
+            sa.select(bookings.c.id)
+            .where(bookings.c.state == BookingState.CONFIRMED.value, bookings.c.checkin_closes_at < now)
+            .order_by(bookings.c.checkin_closes_at, bookings.c.id)
+            .limit(limit)
+        )
+        return [str(r) for r in rows.scalars()]
+
+    async def add_ban_lift(self, lift: BanLift) -> None:
+        await self._conn.execute(
+            booking_ban_lifts.insert().values(
+                id=lift.id,
+                person_id=lift.person_id,
+                covers_until=lift.covers_until,
+                lifted_at=lift.lifted_at,
+                actor=lift.actor,
+                reason=lift.reason,
+            )
+        )
+
+    async def ban_lifts(self, person_id: str) -> Sequence[BanLift]:
+        t = booking_ban_lifts.c
+        rows = await self._conn.execute(
+            sa.select(booking_ban_lifts)
+            .where(t.person_id == person_id)
+            .order_by(t.covers_until.desc(), t.lifted_at.desc())
+        )
+        return [
+            BanLift(r["id"], r["person_id"], r["covers_until"], r["lifted_at"], r["actor"], r["reason"])
+            for r in rows.mappings()
+        ]
+
+    async def ban_forgiven_until(self, person_id: str) -> datetime | None:
+        t = booking_ban_lifts.c
+        value = await self._conn.execute(sa.select(sa.func.max(t.covers_until)).where(t.person_id == person_id))
+        found: datetime | None = value.scalar_one_or_none()
+        return found
 
     async def remaining(self, *, start: date, end: date) -> dict[str, int]:
         """``capacity - taken`` of the open sessions' slots on days ``start``..``end`` (the gate's rebuild)."""

@@ -62,3 +62,16 @@ bookings = sa.Table(
         sqlite_where=sa.text(_LIVE),
     ),
 )
+
+booking_ban_lifts = sa.Table(
+    "booking_ban_lifts",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("person_id", Id, nullable=False),
+    sa.Column("covers_until", UTCDateTime(), nullable=False),
+    sa.Column("lifted_at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Index("ix_booking_ban_lifts_person", "person_id", "covers_until"),
+)
+"""An operator's lift of a person's no-show ban (APT-008): the events up to ``covers_until`` stop counting."""

@@ -230,7 +230,7 @@ class SqlScheduleRepository:
 
     async def upsert(self, item: ScheduledMessage, *, now: datetime) -> int:
         t = scheduled_messages
-        existing = (await self._c.execute(sa.select(t.c.id, t.c.state).where(t.c.key == item.key))).first()
+        existing = (await self._c.execute(sa.select(t.c.id, t.c.state, t.c.due_at).where(t.c.key == item.key))).first()
         values = {
             "event_type": item.event_type,
             "account_id": item.account_id,
@@ -249,7 +249,29 @@ class SqlScheduleRepository:
             return int(new_id)
         if existing[1] == ScheduleState.PENDING.value:  # rebuilt when its subject changed
             await self._c.execute(t.update().where(t.c.id == existing[0]).values(**values))
-        return int(existing[0])
+            return int(existing[0])
+        if existing[2] == item.due_at:  # finished for this very moment: scheduling again changes nothing
+            return int(existing[0])
+        # Finished, and now wanted for another moment (an appointment moved after its reminder went out): the
+        # old row keeps its history under a suffixed key, a new row (a new id, so a new delivery) takes the key.
+        await self._c.execute(
+            t.update().where(t.c.id == existing[0]).values(key=f"{item.key}#{existing[0]}"[:160], updated_at=now)
+        )
+        new_id = await self._c.scalar(
+            t.insert()
+            .values(key=item.key, state=ScheduleState.PENDING.value, created_at=now, **values)
+            .returning(t.c.id)
+        )
+        return int(new_id)
+
+    async def cancel(self, key: str, *, now: datetime) -> bool:
+        t = scheduled_messages
+        result = await self._c.execute(
+            t.update()
+            .where(t.c.key == key, t.c.state == ScheduleState.PENDING.value)
+            .values(state=ScheduleState.CANCELLED.value, updated_at=now)
+        )
+        return bool(result.rowcount)
 
     async def cancel_subject(self, subject_type: str, subject_id: str, *, now: datetime) -> int:
         t = scheduled_messages

@@ -25,6 +25,15 @@ def test_values_are_converted_and_nested() -> None:
     assert settings.db_owner_url == settings.db.url
 
 
+def test_appointment_reminders_are_configurable() -> None:
+    default = load_settings(PROD_OK).booking
+    assert (default.reminder_evening_time, default.reminder_before_minutes) == ("20:00", 120)
+    changed = load_settings(
+        {**PROD_OK, "HSP_BOOKING__REMINDER_EVENING_TIME": "19:30", "HSP_BOOKING__REMINDER_BEFORE_MINUTES": "90"}
+    ).booking
+    assert (changed.reminder_evening_time, changed.reminder_before_minutes) == ("19:30", 90)
+
+
 def test_non_hsp_variables_are_ignored() -> None:
     assert load_settings({**PROD_OK, "PATH": "/bin", "HOME": "/root"}).env == "prod"
 
@@ -39,6 +48,10 @@ def test_non_hsp_variables_are_ignored() -> None:
         ("HSP_ENV", "production", "HSP_ENV"),
         ("HSP_CLOCK__MODE", "fast", "HSP_CLOCK__MODE"),
         ("HSP_HTTP__TRUSTED_PROXIES", "[not json", "bad JSON"),
+        ("HSP_BOOKING__REMINDER_EVENING_TIME", "8pm", "HSP_BOOKING__REMINDER_EVENING_TIME"),
+        ("HSP_BOOKING__REMINDER_EVENING_TIME", "24:00", "HSP_BOOKING__REMINDER_EVENING_TIME"),
+        ("HSP_BOOKING__REMINDER_BEFORE_MINUTES", "0", "HSP_BOOKING__REMINDER_BEFORE_MINUTES"),
+        ("HSP_BOOKING__REMINDER_BEFORE_MINUTES", "soon", "HSP_BOOKING__REMINDER_BEFORE_MINUTES"),
     ],
 )
 def test_bad_settings_fail_at_start_naming_the_variable(name: str, value: str, fragment: str) -> None:
