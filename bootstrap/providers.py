@@ -433,6 +433,7 @@ def build_bookings(
             his=his,
             gate=gate,
             policy=policy,
+            max_holds_in_flight=cfg.max_holds_in_flight,
             reminders=notifications,
             reminder_policy=ReminderPolicy(
                 evening=clock_time.fromisoformat(cfg.reminder_evening_time),

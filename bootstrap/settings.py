@@ -213,6 +213,9 @@ class BookingSettings(_Base):
     long_window_months: int = 3
     long_window_max: int = 5
     """APT-005 [C]: at most this many in any ``long_window_months`` months."""
+    max_holds_in_flight: int = 16
+    """Holds one app process runs at once (each needs a database connection: keep it below the pool size);
+    beyond it residents get 429 with Retry-After at once instead of waiting for a connection."""
     ban_no_shows: int = 3
     ban_window_days: int = 90
     ban_days: int = 90
@@ -452,6 +455,8 @@ def check_settings(settings: Settings) -> None:
         or min(booking.long_window_months, booking.long_window_max, booking.ban_no_shows, booking.ban_window_days) < 1
     ):
         raise SettingsError("HSP_BOOKING__* limits must be at least 1")
+    if booking.max_holds_in_flight < 1:
+        raise SettingsError("HSP_BOOKING__MAX_HOLDS_IN_FLIGHT must be at least 1")
     if not _HH_MM.match(booking.reminder_evening_time):
         raise SettingsError("HSP_BOOKING__REMINDER_EVENING_TIME must be a time HH:MM (00:00 to 23:59)")
     if not 1 <= booking.reminder_before_minutes <= 1440:

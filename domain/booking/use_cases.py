@@ -63,7 +63,7 @@ from domain.catalogue.model import Hospital
 from domain.catalogue.ports import CatalogueRepository, HisGateway, HisRejectedError
 from domain.kernel.audit import AuditRepository
 from domain.kernel.clock import Clock, to_shanghai
-from domain.kernel.errors import DomainError, NotFoundError
+from domain.kernel.errors import DomainError, NotFoundError, RateLimitedError
 from domain.kernel.ids import new_id
 from domain.kernel.money import fen_to_yuan
 from domain.kernel.outbox import OutboxRepository
@@ -93,6 +93,11 @@ HISTORY = timedelta(days=400)
 class BookingNotFoundError(NotFoundError):
     code = "booking.not_found"
     message = "预约不存在"
+
+
+class HoldsBusyError(RateLimitedError):
+    code = "booking.busy"
+    message = "当前预约人数较多，请稍后重试"
 
 
 class SlotNotFoundError(NotFoundError):
@@ -192,6 +197,8 @@ class BookingDeps:
     his: HisGateway | None = None
     gate: SlotGate | None = None
     policy: BookingPolicy = field(default_factory=BookingPolicy)
+    max_holds_in_flight: int = 16
+    """Holds this process runs at once (each needs a database connection); the rest get 429 at once."""
     confirm_after: timedelta = timedelta(minutes=1)
     """A paid booking not confirmed for this long is confirmed again by the sweep."""
     reminders: ReminderFactory | None = None
@@ -211,6 +218,7 @@ class HoldResult:
 class BookingService:
     def __init__(self, deps: BookingDeps) -> None:
         self.d = deps
+        self._holds_in_flight = 0
 
     def _now(self) -> datetime:
         return self.d.clock.now()
@@ -225,6 +233,13 @@ class BookingService:
         answer = await gate.admit(key) if gate is not None else None
         if answer is not None and answer.sold_out:
             raise SlotFullError("sold out (gate)")
+        if self._holds_in_flight >= self.d.max_holds_in_flight:
+            # More holds than this process's database pool can serve: turn the rest away at once (429 with
+            # Retry-After) instead of letting them wait for a connection until they time out.
+            if gate is not None and answer is not None:
+                await gate.returned(key, answer.ticket)
+            raise HoldsBusyError("too many holds in flight", retry_after=1)
+        self._holds_in_flight += 1
         try:
             patient = await self.d.patients.usable(account_id, patient_id)
             booking = await self._hold(account_id, patient.person, hospital_code, slot_id)
@@ -232,6 +247,8 @@ class BookingService:
             if gate is not None and answer is not None:
                 await gate.returned(key, answer.ticket)  # the ticket the gate gave this request goes back unused
             raise
+        finally:
+            self._holds_in_flight -= 1
         if gate is not None and answer is not None:
             await gate.taken(key, answer.ticket)
         return booking

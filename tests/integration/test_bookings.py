@@ -233,7 +233,13 @@ async def s(committed_source: ConnectionSource) -> Stack:
     )
     bookings = BookingService(
         BookingDeps(
-            uow_factory=factory, clock=clock, patients=patients, payments=payments, his=gateway, policy=BookingPolicy()
+            uow_factory=factory,
+            clock=clock,
+            patients=patients,
+            payments=payments,
+            his=gateway,
+            policy=BookingPolicy(),
+            max_holds_in_flight=1000,  # races go all the way to PostgreSQL; the limit has its own test
         )
     )
     async with SqlUnitOfWork(committed_source) as uow:
@@ -255,7 +261,8 @@ async def refused(code: str, awaitable: Any) -> None:
 
 
 async def test_two_hundred_persons_race_for_ten_numbers_and_exactly_ten_win(s: Stack) -> None:
-    """Never oversell: 200 concurrent holds on a slot of capacity 10 give exactly 10 bookings."""
+    """Never oversell: 200 concurrent holds on a slot of capacity 10 give exactly 10 bookings (all let through to
+    PostgreSQL: no in-flight limit here)."""
     (slot,) = await s.session("0101", capacity=10)
     patients = [await s.patient(f"acct-{i}") for i in range(200)]
     results = await asyncio.gather(
@@ -447,3 +454,22 @@ async def test_the_gate_answers_sold_out_and_a_flushed_or_dead_redis_changes_not
     finally:
         await gate.close()
         await dead.close()
+
+
+async def test_holds_beyond_what_the_process_can_serve_are_turned_away_with_429(s: Stack) -> None:
+    """Under the morning release a process does not queue more holds than its database pool serves: the rest are
+    answered at once with 429 and Retry-After (clients honour it), never left to time out into a 5xx."""
+    s.bookings.d.max_holds_in_flight = 2
+    (slot,) = await s.session("1401", capacity=50)
+    patients = [await s.patient(f"busy-{i}") for i in range(20)]
+    results = await asyncio.gather(
+        *(s.bookings.hold(f"busy-{i}", p, HOSPITAL, slot) for i, (p, _) in enumerate(patients)),
+        return_exceptions=True,
+    )
+    busy = [r for r in results if isinstance(r, DomainError) and r.code == "booking.busy"]
+    booked = [r for r in results if isinstance(r, Booking)]
+    assert busy, "some holds were turned away"
+    assert len(busy) + len(booked) == 20
+    assert all(e.status == 429 and getattr(e, "retry_after", 0) >= 1 for e in busy)
+    assert await s.taken(slot) == len(booked)
+    assert s.bookings._holds_in_flight == 0
