@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -413,6 +413,7 @@ def build_container(settings: Settings, *, role: Role = "app", in_process_tasks:
         patients=patients,
         payments=runtime.services["payments"],
         gate=gate,
+        gate_rebuild=_gate_rebuild(source),
         notifications=runtime.services["notifications"],
     )
     runtime.services["waitlist"] = build_waitlist(
@@ -528,3 +529,13 @@ def build_apps(container: Container, *, extra_public: list[Any] | None = None) -
     public = create_app(deps)
     admin = create_admin_app(deps, public)
     return public, admin
+
+
+def _gate_rebuild(source: ConnectionSource) -> Callable[[Any, date, date], Awaitable[int]]:
+    """The gate's rebuild from PostgreSQL, paged in short transactions (persistence/ephemeral/slot_gate.py)."""
+    from persistence.ephemeral.slot_gate import rebuild_gate
+
+    async def rebuild(gate: Any, first_day: date, last_day: date) -> int:
+        return await rebuild_gate(gate, source, first_day=first_day, last_day=last_day)
+
+    return rebuild

@@ -400,6 +400,7 @@ def build_bookings(
     patients: PatientService,
     payments: PaymentService,
     gate: Any,
+    gate_rebuild: Any = None,
     notifications: NotificationService | None = None,
 ) -> Any:
     """Booking against the number-source pool, with the Redis gate in front when Redis is configured. With the
@@ -432,6 +433,7 @@ def build_bookings(
             payments=payments,
             his=his,
             gate=gate,
+            gate_rebuild=gate_rebuild,
             policy=policy,
             max_holds_in_flight=cfg.max_holds_in_flight,
             reminders=notifications,

@@ -16,7 +16,7 @@ order is closed at its channel first), paid bookings not yet confirmed are confi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from types import TracebackType
@@ -130,8 +130,6 @@ class BookingRepository(Protocol):
 
     async def release(self, hospital_code: str, slot_id: str) -> bool: ...
 
-    async def remaining(self, *, start: date, end: date) -> dict[str, int]: ...
-
     async def of_sessions(self, hospital_code: str, session_ids: Sequence[str]) -> Sequence[Booking]:
         """Every booking of these sessions (stopped sessions, the doctor's schedule: domain/booking/stops.py,
         doctor_schedule.py), by slot time."""
@@ -188,6 +186,9 @@ class BookingUnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
 
+GateRebuild = Callable[[SlotGate, date, date], Awaitable[int]]
+
+
 @dataclass(slots=True)
 class BookingDeps:
     uow_factory: Callable[[], BookingUnitOfWork]
@@ -197,6 +198,8 @@ class BookingDeps:
     his: HisGateway | None = None
     gate: SlotGate | None = None
     policy: BookingPolicy = field(default_factory=BookingPolicy)
+    gate_rebuild: GateRebuild | None = None
+    """Overwrites the gate from PostgreSQL for the sessions of the given days; the number of slots written."""
     max_holds_in_flight: int = 16
     """Holds this process runs at once (each needs a database connection); the rest get 429 at once."""
     confirm_after: timedelta = timedelta(minutes=1)
@@ -400,14 +403,12 @@ class BookingService:
         return {"expired": expired, "confirmed": confirmed}
 
     async def rebuild_gate(self, *, days: int = 15) -> int:
-        """Reset the gate's counts from PostgreSQL (on start and periodically): the gate is a cache."""
-        if self.d.gate is None:
+        """Reset the gate's counts from PostgreSQL (on start and periodically): the gate is a cache. The reading is
+        the persistence side's, paged in short transactions (``GateRebuild``)."""
+        if self.d.gate is None or self.d.gate_rebuild is None:
             return 0
         today = to_shanghai(self._now()).date()
-        async with self.d.uow_factory() as uow:
-            remaining = await uow.bookings.remaining(start=today, end=today + timedelta(days=days))
-        await self.d.gate.set_remaining(remaining)
-        return len(remaining)
+        return await self.d.gate_rebuild(self.d.gate, today, today + timedelta(days=days))
 
     # ------------------------------------------------------------------ effects after the commit
 

@@ -9,7 +9,7 @@ cannot both pass a limit (DESIGN §3.2).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
@@ -328,15 +328,3 @@ class SqlBookingRepository:
         value = await self._conn.execute(sa.select(sa.func.max(t.covers_until)).where(t.person_id == person_id))
         found: datetime | None = value.scalar_one_or_none()
         return found
-
-    async def remaining(self, *, start: date, end: date) -> dict[str, int]:
-        """``capacity - taken`` of the open sessions' slots on days ``start``..``end`` (the gate's rebuild)."""
-        s, c = clinic_slots.c, clinic_sessions.c
-        rows = await self._conn.execute(
-            sa.select(s.hospital_code, s.id, s.capacity - s.taken)
-            .select_from(
-                clinic_slots.join(clinic_sessions, sa.and_(c.hospital_code == s.hospital_code, c.id == s.session_id))
-            )
-            .where(c.day >= start, c.day <= end, c.status == SessionStatus.OPEN.value)
-        )
-        return {f"{h}:{i}": max(0, int(n)) for h, i, n in rows}

@@ -51,6 +51,7 @@ from notifications import tasks as _tasks  # noqa: F401  (registers the topic ha
 from notifications.registry import registry
 from notifications.runtime import WorkerRuntime
 from persistence.db import ConnectionSource
+from persistence.ephemeral.slot_gate import rebuild_gate
 from persistence.uow import SqlUnitOfWork, unit_of_work_factory
 from tests.integration.test_payments import PAYER, ModelChannel, last_out_trade_no
 from tests.support.app import FixedClock
@@ -240,6 +241,7 @@ async def s(committed_source: ConnectionSource) -> Stack:
             his=gateway,
             policy=BookingPolicy(),
             max_holds_in_flight=1000,  # races go all the way to PostgreSQL; the limit has its own test
+            gate_rebuild=lambda gate, first, last: rebuild_gate(gate, committed_source, first_day=first, last_day=last),
         )
     )
     async with SqlUnitOfWork(committed_source) as uow:
