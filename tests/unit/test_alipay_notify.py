@@ -59,6 +59,7 @@ from integrations.alipay import (
 )
 from integrations.alipay.trade import MAX_FEN, parse_alipay_time, to_fen, to_yuan
 from tests.support.clock import ManualClock
+from tests.unit.test_alipay_signing import NODE_SDK_NOTIFY_KEY, NODE_SDK_SERVICEMARKET_NOTIFY, NODE_SDK_TRADE_NOTIFY
 
 # -- keys ----------------------------------------------------------------------------------------------------------
 
@@ -90,50 +91,10 @@ def spki(label: str) -> bytes:
 
 # -- published vectors ---------------------------------------------------------------------------------------------
 
-# alipay/alipay-sdk-nodejs-all test/alipay.test.ts, describe('checkNotifySign') > describe('verify sign should
-# delete sign_type') > beforeEach: notifyAlipayPublicKeyV1 (a bare Base64 SPKI body, as the Alipay console shows).
-NODE_TRADE_NOTIFY_KEY = (
-    b"MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAqObrdC7hrgAVM98tK0nv3hSQRGGKT4lBsQjHiGjeYZjOPIPHR5knm2jnnz/YGIX"
-    b"IofVHkA/tAlBAd5DrY7YpvI4tP5EONLtZKC2ghBMx7McI2wRD0xiqzxOQr1FuhZGJ8/AUokBzJrzY+aGX2xcOrxFYRlFilvVLTXg4LWjR"
-    b"1tdPkO6+i7wQZAIVMClPkwVRZEbaERRHlKqTzv2gGv5rDU8gRoe1LeaN+6BlbTqHWkQcNCUNrA8C6l17XAXGKDsm/9TFWwO8EPHHHCaQ"
-    b"djtV5/FdcWIt+L8SR1ss7EXTjYDFtxcKVv9rEoY1lX8T4mX+GbXfZHraG5NCF1+XioL5JwIDAQAB"
-)
-
-# Same describe, it('with sign_type arguments verify success'): a real trade_status_sync notification. The
-# fixture holds fund_bill_list as an object that the SDK JSON-stringifies before verifying; the string below is
-# that stringification, i.e. the form value Alipay posted.
-NODE_TRADE_NOTIFY: dict[str, str] = {
-    "gmt_create": "2019-08-15 15:56:22",
-    "charset": "utf-8",
-    "seller_email": "z97-yuquerevenue@service.aliyun.com",
-    "subject": "语雀空间 500人规模",
-    "sign": (
-        "QfTb8tqE1BMhS5qAnXtvsF3/jBkEvu9q9en0pdbBUDDjvKycZhQb7h8GDs4FKfi049PynaNuatxSgLb/nLWZpXyyh0LEWdK2S6Ri7nPwr"
-        "VgOs08zugLO20vOQz44y3ti2Ncm8/wZts1Fr2gZ7pShnVX3d1B50hbsXnObT1r/U8ONNQjWXd0HIul4TG+Q3fm3svmSvFEy0WnzuhcyH"
-        "PX5Gm4ELNctL6Qd5YniGJFNcc7kopHYtI/XD9YCKCH6Ct02rzUs9i11C9CsadtZn+WhxF26Dqt9sGEFajkJ8cxUTLi8+VCpLHsgPE8P"
-        "0y095uQcDdK0YjCh4x7wVSov+lrmOQ=="
-    ),
-    "buyer_id": "2088102534368455",
-    "invoice_amount": "0.10",
-    "notify_id": "2019081500222155624068450559358070",
-    "fund_bill_list": '[{"amount":"0.10","fundChannel":"ALIPAYACCOUNT"}]',
-    "notify_type": "trade_status_sync",
-    "trade_status": "TRADE_SUCCESS",
-    "receipt_amount": "0.10",
-    "buyer_pay_amount": "0.10",
-    "sign_type": "RSA2",
-    "app_id": "2019073166072302",
-    "seller_id": "2088531891668739",
-    "gmt_payment": "2019-08-15 15:56:24",
-    "notify_time": "2019-08-15 15:56:25",
-    "version": "1.0",
-    "out_trade_no": "20190815155618536-564-57",
-    "total_amount": "0.10",
-    "trade_no": "2019081522001468450512505578",
-    "auth_app_id": "2019073166072302",
-    "buyer_logon_id": "xud***@126.com",
-    "point_amount": "0.00",
-}
+# The published vectors of alipay/alipay-sdk-nodejs-all (test/alipay.test.ts, describe('checkNotifySign')): the
+# key and the trade_status_sync notification are the ones the signing tests use.
+NODE_TRADE_NOTIFY_KEY = NODE_SDK_NOTIFY_KEY
+NODE_TRADE_NOTIFY: dict[str, str] = NODE_SDK_TRADE_NOTIFY
 
 # Same describe, it('verify fail'): another real-looking notification the SDK publishes as NOT verifying under
 # notifyAlipayPublicKeyV1 (it was signed for another app).
@@ -183,35 +144,7 @@ NODE_SERVICEMARKET_KEY = (
     b"-----END PUBLIC KEY-----"
 )
 
-# Same file, describe('verify sign should not delete sign_type') > it('with sign_type arguments verify success').
-NODE_SERVICEMARKET_NOTIFY: dict[str, str] = {
-    "app_id": "2017122801303261",
-    "charset": "UTF-8",
-    "commodity_order_id": "2019030800000018079639",
-    "contactor": "技术支持测试的公司",
-    "merchant_pid": "2088721996721370",
-    "method": "alipay.open.servicemarket.order.notify",
-    "name": "技术支持测试的公司",
-    "notify_id": "2019030800222102023008121054923345",
-    "notify_time": "2019-03-08 10:20:23",
-    "notify_type": "servicemarket_order_notify",
-    "order_item_num": "1",
-    "order_ticket": "29b1c37d99ab48c5bd5bdaeaeaefbB37",
-    "order_time": "2019-03-08 10:20:08",
-    "phone": "17826894615",
-    "service_code": "58621634",
-    "sign": (
-        "MsK5SCw8oqLw4f0hiNSd5OVGXxBY3wnQeT8vn5PklJSZFWSZbK4hQbNvkp4ZezeXQH514cEv0ul6Qow8yh6e6yM06LfEL+EZjcpZ0nxzF"
-        "GRNQ5qq2AUc1OaXQdk92AGvxh+Iq4NGpPQFBd4D8EBJa3NJd8+czMfQskceosOQFqUtLQMYa5DPs+VpN7VM5BdXjaVIuKn5d9Wm2B9dI"
-        "9ObIM+YRySDkZZPv14DVmUvcrcqJfOR8aHvtSd7B4l92wUQPQgQKNcOQho7xOHS/Bk+Y74AZL2y7TkNmdDoq9OGsThuF5tDW9rI9nVw"
-        "XxOtsuB+bstra+W7aw9x9DvkKgdSRw=="
-    ),
-    "sign_type": "RSA2",
-    "timestamp": "2019-03-08 10:20:23",
-    "title": "麦禾商城模版",
-    "total_price": "0.00",
-    "version": "1.0",
-}
+NODE_SERVICEMARKET_NOTIFY: dict[str, str] = NODE_SDK_SERVICEMARKET_NOTIFY  # same file, 'should not delete sign_type'
 
 
 def _without(params: dict[str, str], *keys: str) -> dict[str, str]:
